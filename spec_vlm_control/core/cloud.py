@@ -1,0 +1,345 @@
+"""The cloud side: one target serving many edge sessions.
+
+Each session (robot_id, request_id) holds its own target cache and committed prefix. A draft
+block is verified only when the prefix it assumes is the committed one; a block naming an
+older committed prefix is answered from memory (its final verdict again if it is a
+duplicate, else a catch-up CommittedTokens, which is also how a lost verdict is recovered);
+a block naming a prefix never committed is stale and dropped; a block naming a longer prefix
+waits (pipelined blocks may overtake their predecessors).
+
+Cloud-led sessions never wait for the edge: with nothing worth verifying queued, the cloud
+decodes one token itself, commits it and streams it. A queued block is compared with what
+was committed past its assumed prefix; if it still agrees, its tokens beyond the frontier are
+verified in one pass, but only while blocks pay (see Admission).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from typing import Callable, Optional
+
+from .models.base import DecoderAdapter, Prompt
+from .prefix import CommittedPrefix
+from .protocol import (PROTOCOL_VERSION, Cancel, CommittedTokens, DecodeError, DecodeRequest,
+                       DecodingParams, DraftBlock, Verdict, session_key)
+from .sampling import RandomStream, dense
+from .sequence import Sequence, common_length
+from .verdict import Judgement, VerdictRule
+from .verifier import EarlyExitVerifier
+
+
+@dataclass
+class CloudConfig:
+    max_sessions: int = 8            # active sessions (each holds a KV cache)
+    max_cached_tokens: int = 1 << 16  # summed over active sessions
+    session_ttl_s: float = 60.0      # a session with no message for this long is dropped
+    max_queued_blocks: int = 16      # per session
+    max_finished: int = 256          # finished sessions remembered to answer late messages
+    tokenizer_hash: str = ""
+    target_model_hash: str = ""
+
+
+class Admission:
+    """Cloud-led: is verifying r draft tokens worth more than one autoregressive step?
+
+    A pass over r+1 positions yields 1 + a + a^2 + ... + a^r tokens in expectation, with a the
+    per-token acceptance rate (estimated from every comparison of a draft with what the
+    target committed, counts decayed so the estimate follows the draft); it costs
+    t1 + slope*r where t1 is a one-token pass. Verify only when tokens per second beat
+    t1's one token. A draft that never agrees soon stops being verified; its tokens are
+    still compared for free as the cloud's own tokens pass them, so a draft that starts
+    agreeing is admitted again."""
+
+    DECAY = 0.97
+
+    def __init__(self) -> None:
+        self.matches = 1.0
+        self.misses = 1.0
+        self.t1: Optional[float] = None
+        self.slope = 0.0
+
+    def observe(self, matched: int, missed: bool) -> None:
+        for _ in range(matched + int(missed)):
+            self.matches *= self.DECAY
+            self.misses *= self.DECAY
+        self.matches += matched
+        self.misses += int(missed)
+
+    @property
+    def rate(self) -> float:
+        return self.matches / (self.matches + self.misses)
+
+    def record_pass(self, positions: int, seconds: float) -> None:
+        if positions <= 1:
+            self.t1 = seconds if self.t1 is None else 0.8 * self.t1 + 0.2 * seconds
+        elif self.t1 is not None:
+            slope = max(0.0, (seconds - self.t1) / (positions - 1))
+            self.slope = 0.8 * self.slope + 0.2 * slope
+
+    def best_length(self, available: int) -> int:
+        """How many of the `available` draft tokens to verify in one pass: the count with
+        the most expected tokens per second, or 0 when one autoregressive step does better."""
+        if self.t1 is None:
+            return available
+        a = self.rate
+        best, best_rate = 0, 1.0 / self.t1
+        expected = 1.0
+        for r in range(1, available + 1):
+            expected += a ** r
+            rate = expected / (self.t1 + self.slope * r)
+            if rate > best_rate:
+                best, best_rate = r, rate
+        return best
+
+
+class CloudSession:
+    def __init__(self, request: DecodeRequest, verifier: EarlyExitVerifier, now: float,
+                 rule=VerdictRule):
+        self.request = request
+        self.key = session_key(request)
+        self.params: DecodingParams = request.params
+        self.cloud_led = self.params.mode == DecodingParams.MODE_CLOUD_LED
+        self.rule = rule(self.params, RandomStream(self.params.seed, request.request_id))
+        self.seq: Optional[Sequence] = None            # set by prefill, freed when finished
+        self.committed = CommittedPrefix()
+        self.blocks: list[DraftBlock] = []
+        self.checked: dict[tuple, int] = {}            # block identity -> overlap tokens compared
+        self.next_block: Optional[tuple[DraftBlock, int]] = None   # set by triage
+        self.verdicts: dict[tuple, Verdict] = {}       # (length, hash, tokens) -> final verdict
+        self.candidates = verifier.new_candidates()
+        self.admission = Admission()
+        self.finished = False
+        self.last_active = now
+        self.counts = dict(passes=0, blocks_verified=0, stale=0, duplicates=0, catchups=0,
+                           busy_s=0.0)
+
+    @property
+    def room(self) -> int:
+        return self.params.max_new_tokens - len(self.committed)
+
+
+class CloudVerifier:
+    def __init__(self, target: DecoderAdapter, prompt_for: Callable[[DecodeRequest], Prompt],
+                 clock, send: Callable = None, config: CloudConfig = CloudConfig(),
+                 verifier: Optional[EarlyExitVerifier] = None, rule=VerdictRule):
+        self.target = target
+        self.rule = rule
+        self.prompt_for = prompt_for
+        self.clock = clock
+        self.send = send
+        self.config = config
+        self.verifier = verifier or EarlyExitVerifier(target)
+        self.sessions: dict[tuple[str, int], CloudSession] = {}
+        self.busy: list[tuple[float, float, tuple]] = []   # (start, end, session key) of passes
+        self.unknown = 0
+        self._turn = 0
+
+    # -- messages ---------------------------------------------------------------------------
+    def receive(self, message) -> None:
+        self.expire()
+        if isinstance(message, DecodeRequest):
+            return self._open(message)
+        session = self.sessions.get(session_key(message))
+        if session is None:
+            self.unknown += 1
+            if isinstance(message, DraftBlock):
+                self._error(message, DecodeError.CODE_UNKNOWN_SESSION, "no such session")
+            return
+        session.last_active = self.clock.now()
+        if isinstance(message, Cancel):
+            self._finish(session)
+        elif isinstance(message, DraftBlock):
+            session.blocks.append(message)
+            self._triage(session)
+
+    def _error(self, message, code: int, reason: str) -> None:
+        self.send(DecodeError(message.robot_id, message.request_id, code, reason))
+
+    def _open(self, request: DecodeRequest) -> None:
+        key = session_key(request)
+        if key in self.sessions:
+            self.sessions[key].last_active = self.clock.now()
+            return                                      # a duplicate request
+        shake, cfg = request.handshake, self.config
+        if shake.protocol_version != PROTOCOL_VERSION:
+            return self._error(request, DecodeError.CODE_HANDSHAKE,
+                               f"protocol {shake.protocol_version} != {PROTOCOL_VERSION}")
+        if shake.tokenizer_hash != cfg.tokenizer_hash:
+            return self._error(request, DecodeError.CODE_HANDSHAKE,
+                               "tokenizer mismatch: the draft and target vocabularies differ")
+        if shake.target_model_hash and shake.target_model_hash != cfg.target_model_hash:
+            return self._error(request, DecodeError.CODE_HANDSHAKE,
+                               f"edge expects target {shake.target_model_hash}")
+        if request.params.max_new_tokens < 1:
+            return self._error(request, DecodeError.CODE_BAD_REQUEST, "max_new_tokens < 1")
+        active = [s for s in self.sessions.values() if not s.finished]
+        cached = sum(s.seq.state.cache_length for s in active if s.seq is not None)
+        if len(active) >= cfg.max_sessions or cached >= cfg.max_cached_tokens:
+            return self._error(request, DecodeError.CODE_OVERLOADED,
+                               f"{len(active)} sessions, {cached} cached tokens")
+        self.sessions[key] = CloudSession(request, self.verifier, self.clock.now(), self.rule)
+
+    def expire(self) -> None:
+        now = self.clock.now()
+        for key in [k for k, s in self.sessions.items()
+                    if now - s.last_active > self.config.session_ttl_s]:
+            del self.sessions[key]
+        finished = [k for k, s in self.sessions.items() if s.finished]
+        for key in finished[: max(0, len(finished) - self.config.max_finished)]:
+            del self.sessions[key]
+
+    # -- block triage -----------------------------------------------------------------------
+    def _triage(self, s: CloudSession) -> None:
+        """Answer or drop what can be answered at once; keep in `next_block` the block to
+        verify next and how many of its tokens the committed prefix already covers."""
+        keep: list[DraftBlock] = []
+        best = None
+        length = len(s.committed)
+        for block in s.blocks:
+            a, h = block.assumed_length, block.assumed_hash
+            if a > length and not s.finished:
+                keep.append(block)                      # assumes a prefix not reached yet
+                continue
+            if not s.committed.names(a, h):
+                s.counts["stale"] += 1
+                continue
+            verdict = s.verdicts.get((a, h, tuple(block.tokens)))
+            if verdict is not None:
+                s.counts["duplicates"] += 1
+                self.send(replace(verdict, round=block.round))   # answer the copy asking
+                continue
+            covered = length - a
+            if not s.finished and covered == 0 and not s.cloud_led:
+                keep.append(block)
+                best = (block, 0)
+                continue
+            if s.cloud_led and not s.finished and self._still_agrees(s, block, covered):
+                keep.append(block)
+                best = (block, covered)
+                continue
+            s.counts["catchups"] += 1
+            self.send(CommittedTokens(block.robot_id, block.request_id, a,
+                                      s.committed.tokens[a:], s.committed.hash(), s.finished))
+        s.blocks = keep[-self.config.max_queued_blocks:]
+        s.next_block = best if best is not None and best[0] in s.blocks else None
+        if s.checked:
+            alive = {(b.assumed_length, b.assumed_hash, tuple(b.tokens)) for b in s.blocks}
+            s.checked = {k: v for k, v in s.checked.items() if k in alive}
+
+    def _still_agrees(self, s: CloudSession, block: DraftBlock, covered: int) -> bool:
+        """Compare the block with the tokens committed since its prefix; feed the outcome
+        to admission once per compared token."""
+        a = block.assumed_length
+        identity = (a, block.assumed_hash, tuple(block.tokens))
+        seen = s.checked.get(identity, 0)
+        overlap = min(covered, len(block.tokens))
+        agree = common_length(block.tokens[:overlap], s.committed.tokens[a:a + overlap])
+        if overlap > seen:
+            s.admission.observe(max(0, agree - seen), agree < overlap)
+            s.checked[identity] = overlap
+        return agree == covered and len(block.tokens) > covered
+
+    # -- work -------------------------------------------------------------------------------
+    def has_work(self) -> bool:
+        return any(self._job(s) is not None for s in self.sessions.values())
+
+    def work(self) -> None:
+        """One target pass for one session (round robin)."""
+        sessions = list(self.sessions.values())
+        for i in range(len(sessions)):
+            s = sessions[(self._turn + i) % len(sessions)]
+            job = self._job(s)
+            if job is not None:
+                self._turn = (self._turn + i + 1) % max(1, len(sessions))
+                start = self.clock.now()
+                job()
+                end = self.clock.now()
+                s.counts["busy_s"] += end - start
+                self.busy.append((start, end, s.key))
+                return
+
+    def _job(self, s: CloudSession):
+        if s.finished:
+            return None
+        if s.seq is None:
+            return lambda: self._prefill(s)
+        best = s.next_block
+        if best is not None and not s.cloud_led:
+            return lambda: self._verify(s, *best)
+        if best is not None:
+            block, covered = best
+            length = s.admission.best_length(len(block.tokens) - covered)
+            if length > 0:
+                return lambda: self._verify(s, block, covered, length)
+        if s.cloud_led:
+            return lambda: self._step(s)
+        return None
+
+    def _prefill(self, s: CloudSession) -> None:
+        try:
+            prompt = self.prompt_for(s.request)
+        except ValueError as exc:
+            self._error(s.request, DecodeError.CODE_BAD_REQUEST, str(exc))
+            return self._finish(s)
+        s.seq = Sequence(self.target, prompt)
+
+    def _verify(self, s: CloudSession, block: DraftBlock, covered: int,
+                length: Optional[int] = None) -> None:
+        """Verify the block's tokens beyond the `covered` ones the committed prefix already
+        holds (cloud-led), at most `length` of them."""
+        start = len(s.committed)
+        end = len(block.tokens) if length is None else covered + length
+        tokens = block.tokens[covered:end]
+        s.blocks.remove(block)
+        q = None
+        if not s.params.greedy:
+            q = dense(block.support_sizes, block.support_ids, block.support_probs,
+                      self.target.vocab_size)[covered:end]
+        header = dict(robot_id=block.robot_id, request_id=block.request_id, round=block.round,
+                      assumed_length=block.assumed_length, assumed_hash=block.assumed_hash,
+                      block_length=len(block.tokens))
+
+        def on_early(layer: int, j: Judgement) -> None:
+            if s.params.early_verdicts:
+                self.send(Verdict(**header, stage=Verdict.STAGE_EARLY, exit_layer=layer,
+                                  accepted=covered + j.accepted, next_token=j.next_token,
+                                  confidence=j.confidence))
+
+        t0 = self.clock.now()
+        final = self.verifier.verify(s.seq, tokens, s.rule, start, q, on_early, s.candidates,
+                                     room=s.room)
+        s.admission.record_pass(len(tokens) + 1, self.clock.now() - t0)
+        s.admission.observe(final.accepted, final.accepted < len(tokens))
+        s.counts["passes"] += 1
+        s.counts["blocks_verified"] += 1
+        self._commit(s, final.committed(tokens))
+        verdict = Verdict(**header, stage=Verdict.STAGE_FINAL, exit_layer=self.target.num_layers,
+                          accepted=covered + final.accepted, next_token=final.next_token,
+                          finished=s.finished)
+        s.verdicts[(block.assumed_length, block.assumed_hash, tuple(block.tokens))] = verdict
+        self.send(verdict)
+
+    def _step(self, s: CloudSession) -> None:
+        """Cloud-led: decode one token autoregressively (an empty block)."""
+        t0 = self.clock.now()
+        self.verifier.verify(s.seq, [], s.rule, len(s.committed), room=s.room)
+        s.admission.record_pass(1, self.clock.now() - t0)
+        s.counts["passes"] += 1
+        self._commit(s, s.seq.tokens[len(s.committed):])
+
+    def _commit(self, s: CloudSession, tokens: list[int]) -> None:
+        start = len(s.committed)
+        s.committed.append(tokens)
+        eos = self.target.eos_token_ids
+        if s.room <= 0 or any(t in eos for t in tokens):
+            self._finish(s)
+        if s.cloud_led:
+            self.send(CommittedTokens(s.request.robot_id, s.request.request_id, start,
+                                      list(tokens), s.committed.hash(), s.finished))
+        self._triage(s)
+
+    def _finish(self, s: CloudSession) -> None:
+        """Free the cache; keep the committed prefix to answer late messages."""
+        s.finished = True
+        s.seq = None
+        s.blocks = []
+        s.next_block = None

@@ -1,0 +1,132 @@
+"""What every VLM adapter shares: the language half of the model, run one decoder layer at a
+time exactly as its own forward runs it, with the image placed once at prefill.
+
+VLM families differ only in how the image becomes features and how positions are given
+(Qwen2-VL: 3-D M-RoPE positions for the rotary embedding and none for the layers; LLaVA's
+Llama: the same 1-D positions for both). A family adapter says those two things; prefill,
+extend, crop and the layer loop with its hook for the early exits are here.
+"""
+from __future__ import annotations
+
+from abc import abstractmethod
+from typing import Optional
+
+import torch
+from transformers import DynamicCache
+from transformers.masking_utils import create_causal_mask, create_sliding_window_causal_mask
+
+from .base import DecoderAdapter, OnLayer, Prompt, SequenceState, crop_cache
+
+Positions = tuple[torch.Tensor, Optional[torch.Tensor]]   # (for the rotary embedding, for layers)
+
+
+def run_decoder(text_model, hidden: torch.Tensor, positions: Positions, cache,
+                on_layer: Optional[OnLayer] = None) -> torch.Tensor:
+    """Feed embeddings `hidden` (1, n, d) through every decoder layer of `text_model`
+    (embed_tokens / layers / norm / rotary_emb, as in transformers' text models), growing
+    `cache`; return the last layer's output before the final norm."""
+    rope_positions, layer_positions = positions
+    config = text_model.config
+    kwargs = dict(config=config, inputs_embeds=hidden, attention_mask=None, cache=cache,
+                  position_ids=layer_positions)
+    layer_types = getattr(config, "layer_types", None) or ["full_attention"] * len(text_model.layers)
+    masks = {"full_attention": create_causal_mask(**kwargs)}      # before the cache grows
+    if "sliding_attention" in layer_types:
+        masks["sliding_attention"] = create_sliding_window_causal_mask(**kwargs)
+    rotary = text_model.rotary_emb(hidden, rope_positions)
+    for i, layer in enumerate(text_model.layers):
+        hidden = layer(hidden, attention_mask=masks[layer_types[i]], position_embeddings=rotary,
+                       position_ids=layer_positions, cache=cache, use_cache=True)
+        if on_layer is not None:
+            on_layer(i, hidden[0])
+    return hidden
+
+
+class VisionLanguageAdapter(DecoderAdapter):
+    """A `*ForConditionalGeneration` VLM whose `.model` holds the vision side and
+    `.model.language_model` the decoder; `.lm_head` on top."""
+
+    def __init__(self, model, eos_token_ids=(), tokenizer_hash: str = ""):
+        self.model = model.eval()
+        self.vlm = model.model
+        self.lm = model.model.language_model
+        self.lm_head = model.lm_head
+        self.norm = self.lm.norm
+        self.tokenizer_hash = tokenizer_hash
+        text = model.config.text_config
+        self.num_layers = text.num_hidden_layers
+        self.hidden_size = text.hidden_size
+        self.vocab_size = text.vocab_size
+        self.image_token_id = model.config.image_token_id
+        self.eos_token_ids = frozenset(int(t) for t in eos_token_ids or _eos_ids(model))
+        param = next(model.parameters())
+        self.dtype, self.device = param.dtype, param.device
+
+    @abstractmethod
+    def prompt_positions(self, ids: torch.Tensor, vision: dict) -> tuple[Positions, dict]:
+        """Positions of all prompt tokens, and the state a sequence keeps to place later ones."""
+
+    @abstractmethod
+    def step_positions(self, state: SequenceState, n: int) -> Positions:
+        """Positions of n tokens fed after the cache."""
+
+    @abstractmethod
+    def image_features(self, vision: dict) -> torch.Tensor:
+        """One row per image placeholder token, in prompt order."""
+
+    @torch.no_grad()
+    def prefill(self, prompt: Prompt) -> SequenceState:
+        ids = prompt.input_ids.to(self.device)
+        if ids[0, -1].item() == self.image_token_id:
+            raise ValueError("a prompt must end with text, not with an image token")
+        (rope, layer), extra = self.prompt_positions(ids, prompt.vision)
+        state = SequenceState(cache=DynamicCache(config=self.lm.config), cache_length=0,
+                              pending=int(ids[0, -1]), extra=extra)
+        body = ids[:, :-1]
+        if body.shape[1] == 0:
+            return state
+        hidden = self.lm.embed_tokens(body)
+        if "pixel_values" in prompt.vision:
+            hidden = place_features(body, hidden, self.image_features(prompt.vision),
+                                    self.image_token_id)
+        run_decoder(self.lm, hidden, (rope[..., :-1], None if layer is None else layer[..., :-1]),
+                    state.cache)
+        state.cache_length = body.shape[1]
+        return state
+
+    @torch.no_grad()
+    def extend(self, state: SequenceState, tokens: list[int],
+               on_layer: Optional[OnLayer] = None) -> torch.Tensor:
+        ids = torch.tensor([[state.pending, *tokens]], device=self.device)
+        positions = self.step_positions(state, ids.shape[1])
+        hidden = run_decoder(self.lm, self.lm.embed_tokens(ids), positions, state.cache, on_layer)
+        state.cache_length += ids.shape[1]
+        return self.head(hidden[0])
+
+    def crop(self, state: SequenceState, cache_length: int, pending: int) -> None:
+        crop_cache(state.cache, cache_length)
+        state.cache_length = cache_length
+        state.pending = int(pending)
+
+    def fingerprint(self) -> str:
+        return self.tokenizer_hash
+
+
+def place_features(ids: torch.Tensor, hidden: torch.Tensor, features: torch.Tensor,
+                   token_id: int) -> torch.Tensor:
+    """Put one feature row at each placeholder token (masked_scatter, as the models do)."""
+    mask = (ids == token_id).unsqueeze(-1)
+    if int(mask.sum()) != features.shape[0]:
+        raise ValueError(f"prompt has {int(mask.sum())} image tokens but the image gives "
+                         f"{features.shape[0]} features")
+    return hidden.masked_scatter(mask, features.to(hidden.dtype))
+
+
+def _eos_ids(model) -> list[int]:
+    """EOS ids from the generation config, else the text config."""
+    eos = getattr(model.generation_config, "eos_token_id", None)
+    if eos is None:
+        eos = model.config.text_config.eos_token_id
+    if eos is None:
+        return []
+    return [eos] if isinstance(eos, int) else list(eos)

@@ -1,0 +1,151 @@
+"""Protocol messages as plain dataclasses, field for field the ROS messages in msg/.
+
+The core speaks only these; the ROS nodes convert them 1:1 to and from `spec_vlm_control.msg`
+at the boundary. Every edge<->cloud message names its request (robot_id, request_id) and,
+where it concerns a block, the prefix the block assumes (assumed_length, assumed_hash; see
+core/prefix.py), so duplicated, late, reordered or stale messages are recognised and ignored.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+PROTOCOL_VERSION = 1
+
+
+@dataclass
+class DecodingParams:
+    MODE_PLAIN = 0        # edge drafts k, waits for the final verdict
+    MODE_EARLY_EXIT = 1   # as plain; the cloud also sends early verdicts (reported only)
+    MODE_PREEMPTIVE = 2   # edge drafts the next block on the early verdict
+    MODE_PIPELINED = 3    # ...and sends it at once, tagged with the prefix it assumes
+    MODE_CLOUD_LED = 4    # cloud decodes by itself whenever no verifiable block is queued
+
+    mode: int = MODE_PLAIN
+    block_size: int = 4
+    max_new_tokens: int = 32
+    temperature: float = 0.0     # 0 = greedy
+    top_p: float = 1.0
+    seed: int = 0
+
+    @property
+    def greedy(self) -> bool:
+        return self.temperature <= 0.0
+
+    @property
+    def early_verdicts(self) -> bool:
+        return self.mode in (self.MODE_EARLY_EXIT, self.MODE_PREEMPTIVE, self.MODE_PIPELINED)
+
+
+MODE_NAMES = {DecodingParams.MODE_PLAIN: "plain", DecodingParams.MODE_EARLY_EXIT: "early_exit",
+              DecodingParams.MODE_PREEMPTIVE: "preemptive",
+              DecodingParams.MODE_PIPELINED: "pipelined", DecodingParams.MODE_CLOUD_LED: "cloud_led"}
+MODES = {name: mode for mode, name in MODE_NAMES.items()}
+
+
+@dataclass
+class Handshake:
+    protocol_version: int = PROTOCOL_VERSION
+    tokenizer_hash: str = ""
+    draft_model_hash: str = ""
+    target_model_hash: str = ""   # the target the edge expects; empty = any
+
+
+@dataclass
+class DecodeRequest:
+    robot_id: str
+    request_id: int
+    instruction: str = ""
+    image_data: bytes = b""       # JPEG (sensor_msgs/CompressedImage.data)
+    image_format: str = ""        # empty = text-only request
+    params: DecodingParams = field(default_factory=DecodingParams)
+    handshake: Handshake = field(default_factory=Handshake)
+    stamp: float = 0.0            # capture time of the camera frame
+
+
+@dataclass
+class DraftBlock:
+    robot_id: str
+    request_id: int
+    round: int
+    assumed_length: int
+    assumed_hash: int
+    tokens: list[int]
+    support_sizes: list[int] = field(default_factory=list)   # sampling only: sparse q rows
+    support_ids: list[int] = field(default_factory=list)
+    support_probs: list[float] = field(default_factory=list)
+
+
+@dataclass
+class Verdict:
+    STAGE_EARLY = 0
+    STAGE_FINAL = 1
+
+    robot_id: str
+    request_id: int
+    round: int
+    stage: int
+    exit_layer: int
+    assumed_length: int
+    assumed_hash: int
+    block_length: int
+    accepted: int
+    next_token: int
+    confidence: float = 1.0
+    finished: bool = False
+
+
+@dataclass
+class CommittedTokens:
+    robot_id: str
+    request_id: int
+    start: int
+    tokens: list[int]
+    hash_after: int
+    finished: bool = False
+
+
+@dataclass
+class Cancel:
+    robot_id: str
+    request_id: int
+    reason: str = ""
+
+
+@dataclass
+class DecodeError:
+    CODE_HANDSHAKE = 1
+    CODE_OVERLOADED = 2
+    CODE_BAD_REQUEST = 3
+    CODE_UNKNOWN_SESSION = 4
+    CODE_INTERNAL = 5
+
+    robot_id: str
+    request_id: int
+    code: int
+    reason: str = ""
+
+
+@dataclass
+class VerifiedTokens:
+    request_id: int
+    seq: int
+    token_ids: list[int]
+    text_delta: str = ""
+    final: bool = False
+    stamp: float = 0.0
+
+
+@dataclass
+class PlanStatus:
+    STARTED = 0
+    FINISHED = 1
+    REJECTED = 2
+    PREEMPTED = 3
+
+    request_id: int
+    status: int
+    detail: str = ""
+
+
+def session_key(message) -> tuple[str, int]:
+    return message.robot_id, message.request_id

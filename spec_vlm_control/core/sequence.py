@@ -1,0 +1,52 @@
+"""One request's token stream on one model: the prompt's cache plus the generated tokens.
+
+Both sides keep one: the cloud's follows the committed prefix, the edge's follows whatever
+it is drafting from. `tokens` are the generated tokens the model has seen, the last of them
+pending (base.py's invariant). Moving to another prefix rolls the cache back to the common
+part and feeds only what differs, so a rejected draft costs nothing but the crop.
+"""
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+
+from .models.base import DecoderAdapter, OnLayer, Prompt
+
+
+def common_length(a: list[int], b: list[int]) -> int:
+    n = 0
+    for x, y in zip(a, b):
+        if x != y:
+            break
+        n += 1
+    return n
+
+
+class Sequence:
+    def __init__(self, model: DecoderAdapter, prompt: Prompt):
+        self.model = model
+        self.state = model.prefill(prompt)
+        self.prompt_last = self.state.pending
+        self.base_length = self.state.cache_length    # cache length with no generated token
+        self.tokens: list[int] = []
+
+    def feed(self, extra: list[int], on_layer: Optional[OnLayer] = None) -> torch.Tensor:
+        """Logits after each of tokens[-1] + extra (len(extra)+1 rows). The caller then
+        `settle`s on what it keeps; until then the cache also holds the fed tokens."""
+        return self.model.extend(self.state, list(extra), on_layer)
+
+    def settle(self, tokens: list[int]) -> None:
+        """Make `tokens` the generated stream. Its last token becomes pending and the cache
+        is cropped to hold the rest; the cache must already hold them (fed or kept)."""
+        pending = tokens[-1] if tokens else self.prompt_last
+        self.model.crop(self.state, self.base_length + len(tokens), pending)
+        self.tokens = list(tokens)
+
+    def predict_after(self, prefix: list[int]) -> torch.Tensor:
+        """Logits of the token after `prefix`, reusing the cache of the common part.
+        Leaves the cache holding all of prefix; follow with `settle(prefix + [choice])`."""
+        keep = common_length(self.tokens, prefix)
+        if keep < len(self.tokens):
+            self.settle(self.tokens[:keep])
+        return self.feed(prefix[keep:])[-1]
