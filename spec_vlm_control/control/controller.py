@@ -1,0 +1,283 @@
+"""The controller core: verified text in, safe velocity commands out.
+
+One plan at a time, keyed by request id. Each chunk of verified text is parsed as it
+arrives; complete steps queue on the executor, which starts the first one at once
+(see `on_chunk`) while later ones are still being decoded. Every way a plan can go wrong —
+a bad step, a lost chunk, a too-old camera frame, e-stop, link failure, an obstacle —
+ends it the same way: clear the executor, stop the backend now, report why.
+
+The ROS node is a thin adapter over this class: it converts messages to the calls
+below, calls `tick()` from a timer, and publishes `events` and `incidents`.
+"""
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass
+from enum import IntEnum
+from typing import Optional
+
+from ..action import ActionLimits, PlanError, PlanStream, format_step
+from .backends import Backend
+from .executor import PlanExecutor
+from .motion import STOP, Command, MotionLimits, StepMotion
+from .safety import ObstacleGate, Watchdog
+
+
+class PlanStatus(IntEnum):
+    """Mirrors spec_vlm_control/PlanStatus."""
+    STARTED = 0
+    FINISHED = 1
+    REJECTED = 2
+    PREEMPTED = 3
+
+
+class Level(IntEnum):
+    """Mirrors diagnostic_msgs/DiagnosticStatus levels."""
+    OK = 0
+    WARN = 1
+    ERROR = 2
+
+
+@dataclass(frozen=True)
+class VerifiedChunk:
+    """Mirrors spec_vlm_control/VerifiedTokens, with the frame's age computed by the node."""
+    request_id: int
+    seq: int
+    text_delta: str
+    final: bool
+    frame_age_s: float
+
+
+@dataclass(frozen=True)
+class PlanEvent:
+    request_id: int
+    status: PlanStatus
+    detail: str = ""
+
+
+@dataclass(frozen=True)
+class Incident:
+    """Something the operator should see: a log line and a diagnostics entry."""
+    level: Level
+    message: str
+
+
+@dataclass(frozen=True)
+class ControllerConfig:
+    action: ActionLimits = ActionLimits()
+    motion: MotionLimits = MotionLimits()
+    rate_hz: float = 20.0
+    watchdog_timeout_s: float = 0.2
+    max_frame_age_s: float = 1.0
+    obstacle_stop_m: float = 0.4
+    obstacle_max_age_s: float = 0.5
+
+
+@dataclass
+class Plan:
+    request_id: int
+    stream: PlanStream
+    frame_time: float       # monotonic time at which the frame was captured
+    next_seq: int = 0
+    steps: int = 0
+    final: bool = False
+    started: bool = False
+
+
+# Later chunks of recently ended plans are ignored. A chunk 0 always opens a plan, even
+# with a used id (a restarted edge counts from 1 again); a replayed old one is caught by
+# the frame-age check.
+RECENT_REQUESTS = 64
+
+
+@dataclass(frozen=True)
+class Health:
+    """One entry of the periodic diagnostics."""
+    name: str
+    level: Level
+    message: str
+    values: dict[str, str]
+
+
+class Controller:
+    def __init__(self, config: ControllerConfig, backend: Backend):
+        self.config = config
+        self.backend = backend
+        self.events: list[PlanEvent] = []      # drained by the node (PlanStatus)
+        self.incidents: list[Incident] = []    # drained by the node (log + diagnostics)
+        self.last_step = ""                    # the last finished step and its duration
+        self.executor = PlanExecutor(self.config.motion, 1.0 / self.config.rate_hz)
+        self.watchdog = Watchdog(self.config.watchdog_timeout_s, self.backend.stop)
+        self.obstacle = ObstacleGate(self.config.obstacle_stop_m, self.config.obstacle_max_age_s)
+        self.plan: Optional[Plan] = None
+        self.ended: deque[int] = deque(maxlen=RECENT_REQUESTS)
+        self.estop = False
+        self.link_failed = False
+        self.sent = STOP
+
+    # -- inputs ---------------------------------------------------------------------------
+
+    def on_chunk(self, chunk: VerifiedChunk, now: float) -> bool:
+        """Take a chunk of verified text. True when a verified step now waits and none
+        runs: the caller should tick at once rather than at the next period, so that a
+        step starts as soon as it is verified."""
+        if chunk.request_id in self.ended and chunk.seq != 0:
+            return False  # the rest of a plan that has ended
+        if self.plan is None or chunk.request_id != self.plan.request_id:
+            if self.plan is not None:
+                self._end(PlanStatus.PREEMPTED, f"preempted by request {chunk.request_id}", now)
+            self.plan = Plan(chunk.request_id, PlanStream(self.config.action),
+                             frame_time=now - chunk.frame_age_s)
+            refusal = self._refusal(chunk)
+            if refusal:
+                self._end(PlanStatus.REJECTED, refusal, now)
+                return False
+        plan = self.plan
+        if chunk.seq < plan.next_seq:
+            return False  # duplicate
+        if chunk.seq > plan.next_seq:
+            self._end(PlanStatus.REJECTED, f"lost chunks {plan.next_seq}..{chunk.seq - 1}", now)
+            return False
+        plan.next_seq += 1
+        try:
+            steps = plan.stream.feed(chunk.text_delta, chunk.final)
+        except PlanError as error:
+            self._end(PlanStatus.REJECTED, str(error), now)
+            return False
+        for note in plan.stream.notes:
+            self._incident(Level.WARN, f"request {plan.request_id}: {note}")
+        plan.stream.notes.clear()
+        self.executor.push(steps)
+        plan.steps += len(steps)
+        plan.final = chunk.final
+        if plan.final and plan.steps == 0:
+            self._end(PlanStatus.REJECTED, "empty plan", now)
+        return bool(steps) and self.executor.active is None
+
+    def on_estop(self, engaged: bool, now: float) -> None:
+        if engaged and not self.estop:
+            self._incident(Level.ERROR, "e-stop engaged")
+            self._end(PlanStatus.PREEMPTED, "e-stop", now, always_stop=True)
+        elif self.estop and not engaged:
+            self._incident(Level.OK, "e-stop released")
+        self.estop = engaged
+
+    def on_link(self, failed: bool, now: float) -> None:
+        if failed and not self.link_failed:
+            self._incident(Level.ERROR, "decode link failed")
+            self._end(PlanStatus.PREEMPTED, "decode link failed", now, always_stop=True)
+        elif self.link_failed and not failed:
+            self._incident(Level.OK, "decode link restored")
+        self.link_failed = failed
+
+    def on_range(self, range_m: float, now: float) -> None:
+        self.obstacle.update(range_m, now)
+        veto = self.obstacle.veto(self.sent, now)
+        if veto:
+            self._end(PlanStatus.PREEMPTED, veto, now)
+
+    # -- control loop ---------------------------------------------------------------------
+
+    def tick(self, now: float) -> Command:
+        """One control period: advance the plan, apply the safety gates, send."""
+        command = self.executor.tick(now)
+        for step, ran_s in self.executor.finished:
+            planned = StepMotion.of(step, self.config.motion).planned_duration(
+                self.config.motion.max_step_s)
+            self.last_step = f"{format_step(step)}: {ran_s:.2f} s (planned {planned:.2f} s)"
+        self.executor.finished.clear()
+        plan = self.plan
+        if plan is not None and self.executor.started and not plan.started:
+            age = now - plan.frame_time
+            if age > self.config.max_frame_age_s:
+                self._end(PlanStatus.REJECTED, self._too_old(age), now)
+                return self.sent
+            plan.started = True
+            self.events.append(PlanEvent(plan.request_id, PlanStatus.STARTED))
+        veto = self.obstacle.veto(command, now)
+        if veto:
+            self._end(PlanStatus.PREEMPTED, veto, now)
+            return self.sent
+        if plan is not None and plan.final and self.executor.idle:
+            self._end(PlanStatus.FINISHED, "", now)
+            return self.sent
+        for error in self.backend.drain_errors():
+            self._incident(Level.ERROR, f"{self.backend.name} backend: {error}")
+        self._send(command, now)
+        return command
+
+    def health(self, now: float) -> list[Health]:
+        """Current state, for the periodic diagnostics."""
+        plan = self.plan
+        if self.estop:
+            safety = (Level.ERROR, "e-stop engaged")
+        elif self.link_failed:
+            safety = (Level.ERROR, "decode link failed")
+        else:
+            safety = (Level.OK, "ok")
+        range_m = self.obstacle.fresh_range(now)
+        state = "idle" if plan is None else ("running" if plan.started else "waiting")
+        return [
+            Health("safety", *safety, {
+                "estop": str(self.estop), "link_failed": str(self.link_failed),
+                "range_m": "none" if range_m is None else f"{range_m:.2f}",
+                "watchdog_trips": str(self.watchdog.trips)}),
+            Health("plan", Level.OK, state, {
+                "request_id": "" if plan is None else str(plan.request_id),
+                "active_step": ("" if self.executor.active is None
+                                else format_step(self.executor.active.step)),
+                "queued_steps": str(len(self.executor.queue)),
+                "last_step": self.last_step}),
+        ]
+
+    def close(self) -> None:
+        self.executor.clear()
+        self.backend.stop()
+        self.watchdog.close()
+        self.backend.close()
+
+    # -- helpers --------------------------------------------------------------------------
+
+    def _refusal(self, chunk: VerifiedChunk) -> Optional[str]:
+        """Why a new plan may not start at all, or None."""
+        if self.estop:
+            return "e-stop engaged"
+        if self.link_failed:
+            return "decode link failed"
+        if chunk.seq != 0:
+            return f"plan starts at chunk {chunk.seq}, not 0"
+        if chunk.frame_age_s > self.config.max_frame_age_s:
+            return self._too_old(chunk.frame_age_s)
+        return None
+
+    def _too_old(self, age: float) -> str:
+        return f"frame too old ({age:.2f} s > {self.config.max_frame_age_s:.2f} s)"
+
+    def _end(self, status: PlanStatus, detail: str, now: float, always_stop: bool = False) -> None:
+        """End the current plan (if any): stop at once, remember it, report it.
+
+        `always_stop` sends a stop even when idle (e-stop, link failure).
+        """
+        self.executor.clear()
+        self._send(STOP, now, always_stop)
+        plan, self.plan = self.plan, None
+        if plan is None:
+            return
+        self.ended.append(plan.request_id)
+        self.events.append(PlanEvent(plan.request_id, status, detail))
+        if status in (PlanStatus.REJECTED, PlanStatus.PREEMPTED):
+            level = Level.ERROR if status is PlanStatus.REJECTED else Level.WARN
+            self._incident(level, f"request {plan.request_id} {status.name.lower()}: {detail}")
+
+    def _incident(self, level: Level, message: str) -> None:
+        self.incidents.append(Incident(level, message))
+
+    def _send(self, command: Command, now: float, always_stop: bool = False) -> None:
+        if not command.moving and (self.sent.moving or always_stop):
+            self.backend.stop()  # before any posture change
+        if command.posture:
+            self.backend.posture(command.posture)
+        if command.moving:
+            self.backend.command(command)
+        self.sent = command
+        self.watchdog.renew(command.moving, now)

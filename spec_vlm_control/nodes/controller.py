@@ -1,0 +1,185 @@
+"""`controller` node: verified action tokens to safe Go2 locomotion.
+
+A thin adapter over spec_vlm_control.control.controller.Controller: parameters, topics, QoS and
+timers live here; every decision lives in the core.
+
+Subscribes  verified_tokens (VerifiedTokens, reliable), estop (std_msgs/Bool, reliable +
+            transient-local), link_failed (std_msgs/Bool, reliable + transient-local: true
+            while the edge's decode link is down), range (sensor_msgs/Range, sensor QoS)
+Publishes   cmd_vel (geometry_msgs/Twist, backend `twist`), plan_status (PlanStatus),
+            /diagnostics (diagnostic_msgs/DiagnosticArray)
+"""
+from __future__ import annotations
+
+import math
+import time
+
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
+from geometry_msgs.msg import Twist
+from rclpy.node import Node
+from rclpy.time import Time
+from sensor_msgs.msg import Range
+from std_msgs.msg import Bool
+
+from spec_vlm_control import topics
+from spec_vlm_control.action import ActionLimits
+from spec_vlm_control.control.backends import Backend, TwistBackend
+from spec_vlm_control.control.controller import (Controller, ControllerConfig, Incident, Level,
+                                                 VerifiedChunk)
+from spec_vlm_control.control.motion import MotionLimits
+from spec_vlm_control.msg import PlanStatus, VerifiedTokens
+from spec_vlm_control.nodes.common import (LATCHED_QOS, PROTOCOL_QOS, SENSOR_QOS,
+                                           declare_parameters, spin)
+
+# name -> (default, description); config/controller.yaml lists the same keys.
+PARAMETERS = {
+    "backend": ("twist", "where commands go: 'twist' (geometry_msgs/Twist on cmd_vel) or "
+                         "'unitree' (unitree_sdk2py SportClient)"),
+    "control_rate_hz": (20.0, "control loop rate; cmd_vel / Move are sent at this rate"),
+    "watchdog_timeout_s": (0.2, "stop when no fresh motion command was sent for this long"),
+    "max_frame_age_s": (1.0, "a plan whose camera frame is older than this when its first "
+                             "step is ready is not executed"),
+    "max_distance_m": (3.0, "largest distance of one forward/back/left/right step"),
+    "max_turn_deg": (180.0, "largest angle of one turn_left/turn_right step"),
+    "clamp_out_of_range": (False, "clamp out-of-range values to the limit instead of "
+                                  "rejecting the plan"),
+    "linear_speed_mps": (0.4, "cruise speed of forward/back steps"),
+    "lateral_speed_mps": (0.3, "cruise speed of left/right steps"),
+    "yaw_rate_dps": (60.0, "cruise yaw rate of turn steps"),
+    "linear_accel_mps2": (1.0, "acceleration limit (x and y); stopping is never limited"),
+    "yaw_accel_dps2": (180.0, "yaw acceleration limit; stopping is never limited"),
+    "max_step_s": (10.0, "longest time one step may run"),
+    "posture_s": (2.0, "how long stand/sit hold still for the posture change"),
+    "obstacle_stop_m": (0.4, "forward motion stops when the range ahead is shorter"),
+    "obstacle_max_age_s": (0.5, "range readings older than this are ignored"),
+    "diagnostics_period_s": (1.0, "period of the diagnostics summary"),
+    "unitree_interface": ("eth0", "network interface of the robot (backend 'unitree')"),
+    "unitree_domain_id": (0, "DDS domain of the robot (backend 'unitree')"),
+    "unitree_timeout_s": (1.0, "SportClient reply timeout (backend 'unitree')"),
+}
+
+DIAGNOSTIC_LEVELS = {Level.OK: DiagnosticStatus.OK, Level.WARN: DiagnosticStatus.WARN,
+                     Level.ERROR: DiagnosticStatus.ERROR}
+
+
+class ControllerNode(Node):
+    def __init__(self):
+        super().__init__("controller")
+        p = declare_parameters(self, PARAMETERS)
+        config = ControllerConfig(
+            action=ActionLimits(max_distance_m=p["max_distance_m"],
+                                max_turn_deg=p["max_turn_deg"],
+                                clamp=p["clamp_out_of_range"]),
+            motion=MotionLimits(linear_speed=p["linear_speed_mps"],
+                                lateral_speed=p["lateral_speed_mps"],
+                                yaw_rate=math.radians(p["yaw_rate_dps"]),
+                                linear_accel=p["linear_accel_mps2"],
+                                yaw_accel=math.radians(p["yaw_accel_dps2"]),
+                                max_step_s=p["max_step_s"], posture_s=p["posture_s"]),
+            rate_hz=p["control_rate_hz"], watchdog_timeout_s=p["watchdog_timeout_s"],
+            max_frame_age_s=p["max_frame_age_s"], obstacle_stop_m=p["obstacle_stop_m"],
+            obstacle_max_age_s=p["obstacle_max_age_s"])
+        self.cmd_vel = self.create_publisher(Twist, topics.CMD_VEL, 10)
+        self.status_pub = self.create_publisher(PlanStatus, topics.PLAN_STATUS, PROTOCOL_QOS)
+        self.diagnostics = self.create_publisher(DiagnosticArray, topics.DIAGNOSTICS, 10)
+        self.core = Controller(config, self._backend(p))
+        self.core.watchdog.start()
+        # All callbacks share the node's default, mutually exclusive group: the core is
+        # never entered concurrently (only the watchdog thread runs beside it).
+        self.create_subscription(VerifiedTokens, topics.VERIFIED_TOKENS, self.on_tokens,
+                                 PROTOCOL_QOS)
+        self.create_subscription(Bool, topics.ESTOP, self.on_estop, LATCHED_QOS)
+        self.create_subscription(Bool, topics.LINK_FAILED, self.on_link, LATCHED_QOS)
+        self.create_subscription(Range, topics.RANGE, self.on_range, SENSOR_QOS)
+        self.create_timer(1.0 / config.rate_hz, self.on_tick)
+        self.create_timer(p["diagnostics_period_s"], self.publish_health)
+        self.get_logger().info(f"controller ready: backend {self.core.backend.name}, "
+                               f"{config.rate_hz:g} Hz")
+
+    def _backend(self, p: dict) -> Backend:
+        if p["backend"] == "twist":
+            return TwistBackend(self._publish_twist)
+        if p["backend"] == "unitree":
+            from spec_vlm_control.control.unitree import UnitreeBackend
+            return UnitreeBackend.connect(p["unitree_interface"], p["unitree_domain_id"],
+                                          p["unitree_timeout_s"])
+        raise ValueError(f"unknown backend {p['backend']!r} (twist or unitree)")
+
+    def _publish_twist(self, vx: float, vy: float, vyaw: float) -> None:
+        msg = Twist()
+        msg.linear.x, msg.linear.y, msg.angular.z = vx, vy, vyaw
+        self.cmd_vel.publish(msg)
+
+    # -- inputs: convert, hand to the core, publish what it reports -----------------------
+
+    def on_tokens(self, msg: VerifiedTokens) -> None:
+        age = (self.get_clock().now() - Time.from_msg(msg.header.stamp)).nanoseconds * 1e-9
+        if self.core.on_chunk(VerifiedChunk(msg.request_id, msg.seq, msg.text_delta, msg.final,
+                                            age), time.monotonic()):
+            self.on_tick()
+        else:
+            self.flush()
+
+    def on_estop(self, msg: Bool) -> None:
+        self.core.on_estop(msg.data, time.monotonic())
+        self.flush()
+
+    def on_link(self, msg: Bool) -> None:
+        self.core.on_link(msg.data, time.monotonic())
+        self.flush()
+
+    def on_range(self, msg: Range) -> None:
+        self.core.on_range(msg.range, time.monotonic())
+        self.flush()
+
+    def on_tick(self) -> None:
+        self.core.tick(time.monotonic())
+        self.flush()
+
+    # -- outputs ----------------------------------------------------------------------------
+
+    def flush(self) -> None:
+        for event in self.core.events:
+            self.status_pub.publish(PlanStatus(request_id=event.request_id,
+                                               status=int(event.status), detail=event.detail))
+        self.core.events.clear()
+        for incident in self.core.incidents:
+            self.report(incident)
+        self.core.incidents.clear()
+
+    def report(self, incident: Incident) -> None:
+        """An incident as a log line and, at once, a diagnostics entry."""
+        # One call site per severity: rclpy refuses a call site whose severity changes.
+        if incident.level is Level.ERROR:
+            self.get_logger().error(incident.message)
+        elif incident.level is Level.WARN:
+            self.get_logger().warning(incident.message)
+        else:
+            self.get_logger().info(incident.message)
+        self._publish_diagnostics([DiagnosticStatus(
+            level=DIAGNOSTIC_LEVELS[incident.level], name=f"{self.get_name()}: event",
+            message=incident.message, hardware_id=self.core.backend.name)])
+
+    def publish_health(self) -> None:
+        self._publish_diagnostics([DiagnosticStatus(
+            level=DIAGNOSTIC_LEVELS[h.level], name=f"{self.get_name()}: {h.name}",
+            message=h.message, hardware_id=self.core.backend.name,
+            values=[KeyValue(key=k, value=v) for k, v in h.values.items()])
+            for h in self.core.health(time.monotonic())])
+
+    def _publish_diagnostics(self, statuses: list[DiagnosticStatus]) -> None:
+        msg = DiagnosticArray(status=statuses)
+        msg.header.stamp = self.get_clock().now().to_msg()
+        self.diagnostics.publish(msg)
+
+    def close(self) -> None:
+        """Stop the robot before the node goes away."""
+        self.core.close()
+
+
+def main(args=None) -> int:
+    return spin(ControllerNode, args)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
