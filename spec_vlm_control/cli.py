@@ -12,7 +12,17 @@ import sys
 
 # name -> (module, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
+    "demo": ("spec_vlm_control.commands.demo",
+             "one decision through the engine in every mode, on small VLMs built in code"),
     "info": ("spec_vlm_control.commands.info", "print what is installed and where"),
+    "bench": ("spec_vlm_control.commands.bench",
+              "time per token of each decoding mode vs cloud-only streaming"),
+    "sim-camera-bag": ("spec_vlm_control.commands.sim_camera_bag",
+                       "record the simulated ego camera to a rosbag2 (MCAP)"),
+    "train-exits": ("spec_vlm_control.commands.train_exits",
+                    "train a target's exit adapters by distillation from its last layer"),
+    "eval-exits": ("spec_vlm_control.commands.eval_exits",
+                   "report each exit layer's top-1 agreement with the last layer"),
 }
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -109,7 +110,7 @@ class RosGraph:
         for key, value in (params or {}).items():
             cmd += ["-p", f"{key}:={_param_literal(value)}"]
         name = node_name or executable
-        log_path = self.log_dir / f"{name}-{len(self.processes)}.log"
+        log_path = self.log_dir / f"{name}-d{self.domain_id}-{len(self.processes)}.log"
         proc_env = ros_env(self.domain_id if domain_id is None else domain_id,
                            self.cyclone_domain)
         proc_env.update(env or {})
@@ -142,6 +143,14 @@ class RosGraph:
                 raise TimeoutError(f"timed out after {timeout} s waiting for {what}\n{logs}")
             time.sleep(0.01)
 
+    def wait_for_log(self, process: NodeProcess, text: str, timeout: float = 60.0) -> None:
+        """Readiness of a node that loads a model: its own log line, not the graph (a node
+        killed a moment ago lingers in DDS discovery under the same name)."""
+        self.wait_for(lambda: text in process.log() or not process.alive(), timeout,
+                      f"{process.name} to log {text!r}")
+        if not process.alive():
+            raise RuntimeError(f"{process.name} exited:\n{process.log()}")
+
     def close(self) -> None:
         for process in reversed(self.processes):
             process.stop()
@@ -157,3 +166,22 @@ def _param_literal(value) -> str:
     if isinstance(value, str):
         return value if value else "''"
     return str(value)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start_bridges(robot: RosGraph, cloud: RosGraph, config_dir: Path, latency_ms: float = 0.0,
+                  robot_id: str = "go2", **robot_params) -> str:
+    """A robot-side and a cloud-side bridge joined by zenoh on a fresh loopback port, each
+    adding `latency_ms` one way; returns the endpoint."""
+    endpoint = f"tcp/127.0.0.1:{free_port()}"
+    cloud.start("bridge", config_dir / "bridge_cloud.yaml",
+                params={"listen": f"['{endpoint}']", "link_latency_ms": latency_ms})
+    robot.start("bridge", config_dir / "bridge_robot.yaml",
+                params={"connect": f"['{endpoint}']", "robot_id": robot_id,
+                        "link_latency_ms": latency_ms, **robot_params})
+    return endpoint

@@ -1,31 +1,11 @@
 """The bridge joins two ROS domains over zenoh on loopback, carrying only protocol topics."""
-import socket
-import threading
 import time
 
-import pytest
-from conftest import next_domain_id
-from harness import RosGraph
+from harness import start_bridges
 
 from spec_vlm_control import topics
 from spec_vlm_control.msg import DraftBlock, Verdict
 from spec_vlm_control.nodes.common import PROTOCOL_QOS
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@pytest.fixture
-def cloud_graph(tmp_path):
-    graph = RosGraph(domain_id=next_domain_id(), log_dir=tmp_path,
-                     cyclone_domain=next_domain_id())
-    try:
-        yield graph
-    finally:
-        graph.close()
 
 
 def collect(graph, msg_type, topic):
@@ -35,18 +15,9 @@ def collect(graph, msg_type, topic):
     return inbox
 
 
-def start_bridges(robot_graph, cloud_graph, config_dir, latency_ms=0.0):
-    endpoint = f"tcp/127.0.0.1:{free_port()}"
-    cloud_graph.start("bridge", config_dir / "bridge_cloud.yaml",
-                      params={"listen": f"['{endpoint}']", "link_latency_ms": latency_ms})
-    robot_graph.start("bridge", config_dir / "bridge_robot.yaml",
-                      params={"connect": f"['{endpoint}']", "robot_id": "go2-a",
-                              "link_latency_ms": latency_ms})
-
-
 def test_protocol_messages_cross_domains_with_emulated_latency(ros_graph, cloud_graph, config_dir):
     assert ros_graph.domain_id != cloud_graph.domain_id
-    start_bridges(ros_graph, cloud_graph, config_dir, latency_ms=80.0)
+    start_bridges(ros_graph, cloud_graph, config_dir, latency_ms=80.0, robot_id="go2-a")
     drafts = collect(cloud_graph, DraftBlock, topics.DRAFT)
     verdicts = collect(ros_graph, Verdict, topics.VERDICT)
     draft_pub = ros_graph.node.create_publisher(DraftBlock, topics.DRAFT, PROTOCOL_QOS)

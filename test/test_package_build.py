@@ -53,8 +53,10 @@ def test_colcon_build_installs_everything_where_ros2_looks(tmp_path):
     # `ros2 launch spec_vlm_control <file>` looks in share/spec_vlm_control/launch
     share = prefix / "share" / "spec_vlm_control"
     for folder in ("launch", "config"):
-        for src in (REPO / folder).iterdir():
-            assert (share / folder / src.name).is_file(), f"{folder}/{src.name} not installed"
+        for src in (REPO / folder).rglob("*"):
+            if src.is_file() and "__pycache__" not in src.parts:
+                rel = src.relative_to(REPO)
+                assert (share / rel).is_file(), f"{rel} not installed"
     assert (share / "package.xml").is_file()
     assert (prefix / "share" / "ament_index" / "resource_index" / "packages" / "spec_vlm_control").exists()
 

@@ -1,0 +1,133 @@
+"""`cloud` node (server): the target VLM with exit heads, verifying for many robots at once.
+
+Runs one CloudVerifier (core/cloud.py) on a thread of its own; sessions are keyed by
+(robot_id, request_id), each with its own KV cache, expire when idle, and are bounded in
+number and cached tokens (a request beyond the bound gets an OVERLOADED error).
+
+Subscribes  spec_vlm/request, spec_vlm/draft, spec_vlm/cancel (protocol QoS)
+Publishes   spec_vlm/verdict (early and final), spec_vlm/committed, spec_vlm/error,
+            /diagnostics
+"""
+from __future__ import annotations
+
+import io
+import os
+
+import torch
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
+from PIL import Image
+from rclpy.node import Node
+from std_msgs.msg import Header
+
+import spec_vlm_control.msg as ros
+from spec_vlm_control import topics
+from spec_vlm_control.core.clock import RealClock
+from spec_vlm_control.core.cloud import CloudConfig, CloudVerifier
+from spec_vlm_control.core.models.loading import load_model
+from spec_vlm_control.core.protocol import DecodeRequest
+from spec_vlm_control.core.realtime import ActorThread
+from spec_vlm_control.core.verifier import EarlyExitVerifier
+from spec_vlm_control.nodes.common import PROTOCOL_QOS, declare_parameters, spin
+from spec_vlm_control.nodes.convert import from_ros, to_ros
+
+PARAMETERS = {
+    "model": ("", "target model: a local folder, a repo id in the local HF cache, or a .gguf"),
+    "dtype": ("fp32", "fp32, fp16 or bf16"),
+    "device": ("cpu", "cpu or cuda"),
+    "threads": (0, "torch CPU threads (0 = torch's default)"),
+    "system_prompt": ("", "system message of every prompt; must equal the edges'"),
+    "exit_layers": ([-1], "decoder layers (0-based) whose exit heads send early verdicts; "
+                          "[-1] = none"),
+    "exit_adapters": ("", "folder of trained exit adapters (spec-vlm train-exits); empty = "
+                          "untrained exits through the shared norm and LM head"),
+    "candidate_top": (0, "exit heads score only the draft tokens plus this many candidates "
+                         "(0 = the full vocabulary)"),
+    "target_model_hash": ("", "this target's identity, checked against the edges' expectation"),
+    "max_sessions": (8, "active sessions at most (each holds a KV cache)"),
+    "max_cached_tokens": (65536, "KV-cache tokens at most, summed over active sessions"),
+    "session_ttl_s": (60.0, "a session that hears nothing for this long is dropped"),
+}
+
+OUTGOING = {"Verdict": topics.VERDICT, "CommittedTokens": topics.COMMITTED,
+            "DecodeError": topics.ERROR}
+
+
+class CloudNode(Node):
+    def __init__(self):
+        super().__init__("cloud")
+        p = declare_parameters(self, PARAMETERS)
+        if not p["model"]:
+            raise ValueError("parameter 'model' is required (the target model)")
+        if p["threads"] > 0:
+            torch.set_num_threads(p["threads"])
+        self.model = load_model(p["model"], p["dtype"], p["device"])
+        target = self.model.adapter
+        layers = [layer for layer in p["exit_layers"] if layer >= 0]
+        adapters = {}
+        if p["exit_adapters"]:
+            from spec_vlm_control.core.exit_training import load_exit_adapters
+            adapters = load_exit_adapters(p["exit_adapters"], target)
+        verifier = EarlyExitVerifier.with_layers(target, layers, adapters,
+                                                 p["candidate_top"] or None)
+        self.system_prompt = p["system_prompt"] or None
+        self.verifier = CloudVerifier(
+            target, self._prompt_for, RealClock(), send=self._send,
+            config=CloudConfig(max_sessions=p["max_sessions"],
+                               max_cached_tokens=p["max_cached_tokens"],
+                               session_ttl_s=p["session_ttl_s"],
+                               tokenizer_hash=self.model.fingerprint,
+                               target_model_hash=p["target_model_hash"]),
+            verifier=verifier)
+        self.runner = ActorThread(self.verifier, "cloud verifier", on_error=self._on_error)
+        self.publishers_by_type = {name: self.create_publisher(getattr(ros, name), topic,
+                                                               PROTOCOL_QOS)
+                                   for name, topic in OUTGOING.items()}
+        for topic, type_name in topics.UPLINK.items():
+            self.create_subscription(getattr(ros, type_name), topic,
+                                     lambda msg: self.runner.deliver(from_ros(msg)), PROTOCOL_QOS)
+        self.diag_pub = self.create_publisher(DiagnosticArray, topics.DIAGNOSTICS, 10)
+        self.create_timer(1.0, self._publish_diagnostics)
+        self.runner.start()
+        self.get_logger().info(f"ready: target {self.model.path} ({target.num_layers} layers), "
+                               f"exits at {layers or 'none'}")
+
+    def _prompt_for(self, request: DecodeRequest):
+        image = None
+        if request.image_format:
+            image = Image.open(io.BytesIO(request.image_data)).convert("RGB")
+        return self.model.prompts.build(request.instruction, image, self.system_prompt)
+
+    def _send(self, message) -> None:
+        self.publishers_by_type[type(message).__name__].publish(to_ros(message))
+
+    def _on_error(self, exc: BaseException) -> None:
+        """A broken verifier must not leave robots waiting on a live-looking node: exit, so
+        that the edges' deadlines and the launch file's respawn take over."""
+        self.get_logger().fatal(f"cloud verifier failed: {exc!r}")
+        os._exit(1)
+
+    def _publish_diagnostics(self) -> None:
+        sessions = list(self.verifier.sessions.values())
+        active = [s for s in sessions if not s.finished]
+        status = DiagnosticStatus(
+            name="spec_vlm_control: cloud", level=DiagnosticStatus.OK,
+            message=f"{len(active)} active sessions",
+            values=[KeyValue(key="active_sessions", value=str(len(active))),
+                    KeyValue(key="remembered_sessions", value=str(len(sessions))),
+                    KeyValue(key="target_passes",
+                             value=str(sum(s.counts["passes"] for s in sessions)))])
+        if not self.runner.running:
+            status.level, status.message = DiagnosticStatus.ERROR, "verifier thread stopped"
+        self.diag_pub.publish(DiagnosticArray(header=Header(stamp=self.get_clock().now().to_msg()),
+                                              status=[status]))
+
+    def close(self) -> None:
+        self.runner.stop()
+
+
+def main(args=None) -> int:
+    return spin(CloudNode, args)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,80 @@
+"""`sim` node: the simulated Go2 world, for running the whole graph on a laptop.
+
+Integrates velocity commands from `cmd_vel` into the robot's pose in the room of scene
+`sim_seed` (spec_vlm_control.sim, Go2-like speed limits, motion stops at contact) and
+publishes odometry and the forward range reading. The camera node's `sim` source renders the
+ego view from that odometry; it must use the same `sim_seed` (and its default image size).
+
+Subscribes  cmd_vel (geometry_msgs/Twist)
+Publishes   odom (nav_msgs/Odometry), range (sensor_msgs/Range)
+"""
+from __future__ import annotations
+
+import math
+import time
+
+from geometry_msgs.msg import Twist as TwistMsg
+from nav_msgs.msg import Odometry
+from rclpy.node import Node
+from sensor_msgs.msg import Range
+
+from spec_vlm_control import topics
+from spec_vlm_control.nodes.common import SENSOR_QOS, declare_parameters, spin
+from spec_vlm_control.sim.scenes import SceneSampler
+from spec_vlm_control.sim.world import Twist
+
+PARAMETERS = {
+    "sim_seed": (0, "scene seed (room, objects, start pose); the camera's must be the same"),
+    "rate_hz": (50.0, "integration and odometry rate"),
+    "cmd_timeout_s": (0.5, "a velocity command older than this counts as zero, as on the Go2"),
+    "range_max_m": (5.0, "reach of the forward range sensor"),
+}
+
+
+class SimNode(Node):
+    def __init__(self):
+        super().__init__("sim")
+        self.p = declare_parameters(self, PARAMETERS)
+        scene = SceneSampler(seed=self.p["sim_seed"]).sample()
+        self.world = scene.world
+        self.cmd, self.cmd_at = Twist(), 0.0
+        self.create_subscription(TwistMsg, topics.CMD_VEL, self._on_cmd, 10)
+        self.odom_pub = self.create_publisher(Odometry, topics.ODOM, 10)
+        self.range_pub = self.create_publisher(Range, topics.RANGE, SENSOR_QOS)
+        self.last = time.monotonic()
+        self.create_timer(1.0 / self.p["rate_hz"], self._step)
+        self.get_logger().info(f"ready: scene {self.p['sim_seed']}, "
+                               f"{len(self.world.objects)} objects; its task: "
+                               f"{scene.task.instruction!r}")
+
+    def _on_cmd(self, msg: TwistMsg) -> None:
+        self.cmd, self.cmd_at = Twist(msg.linear.x, msg.linear.y, msg.angular.z), time.monotonic()
+
+    def _step(self) -> None:
+        now = time.monotonic()
+        fresh = now - self.cmd_at <= self.p["cmd_timeout_s"]
+        pose = self.world.step(self.cmd if fresh else Twist(), now - self.last)
+        self.last = now
+        stamp = self.get_clock().now().to_msg()
+        odom = Odometry()
+        odom.header.stamp, odom.header.frame_id, odom.child_frame_id = stamp, "odom", "base_link"
+        odom.pose.pose.position.x, odom.pose.pose.position.y = pose.x, pose.y
+        odom.pose.pose.orientation.z = math.sin(pose.yaw / 2)
+        odom.pose.pose.orientation.w = math.cos(pose.yaw / 2)
+        twist = self.world.twist
+        odom.twist.twist.linear.x, odom.twist.twist.linear.y = twist.vx, twist.vy
+        odom.twist.twist.angular.z = twist.vyaw
+        self.odom_pub.publish(odom)
+        reading = Range(radiation_type=Range.INFRARED, field_of_view=0.05, min_range=0.0,
+                        max_range=self.p["range_max_m"],
+                        range=self.world.range_ahead(self.p["range_max_m"]))
+        reading.header.stamp, reading.header.frame_id = stamp, "range_front"
+        self.range_pub.publish(reading)
+
+
+def main(args=None) -> int:
+    return spin(SimNode, args)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

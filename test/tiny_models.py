@@ -1,0 +1,47 @@
+"""Tiny Qwen2-VL checkpoints written to disk, so nodes load them through the real loading
+code (load_model on a local folder), and the reference output they must reproduce."""
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import torch
+from PIL import Image
+
+from spec_vlm_control.core.models.tiny_vlm import (synthetic_image, tiny_image_processor,
+                                                   tiny_qwen2vl_model, tiny_qwen2vl_tokenizer)
+
+INSTRUCTION = "go to the red ball"
+
+
+def save_tiny_vlm(folder: Path, seed: int, **config) -> Path:
+    tokenizer = tiny_qwen2vl_tokenizer()
+    model = tiny_qwen2vl_model(tokenizer, seed, **config)
+    model.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    tiny_image_processor().save_pretrained(folder)
+    return folder
+
+
+def jpeg_frame(seed: int = 0) -> bytes:
+    buffer = io.BytesIO()
+    synthetic_image(seed).save(buffer, format="JPEG", quality=95)
+    return buffer.getvalue()
+
+
+def reference_greedy(folder: Path, instruction: str, jpeg: bytes,
+                     max_new_tokens: int) -> tuple[list[int], str]:
+    """What the target alone decodes: Hugging Face generate(do_sample=False) on the prompt
+    built from the same JPEG the robot sent."""
+    from spec_vlm_control.core.models.loading import load_model
+    loaded = load_model(str(folder), dtype="fp64")
+    image = Image.open(io.BytesIO(jpeg)).convert("RGB")
+    prompt = loaded.prompts.build(instruction, image)
+    model = loaded.adapter.model
+    with torch.inference_mode():
+        ids = prompt.input_ids
+        out = model.generate(input_ids=ids, attention_mask=torch.ones_like(ids),
+                             mm_token_type_ids=(ids == loaded.adapter.image_token_id).int(),
+                             **prompt.vision, do_sample=False, max_new_tokens=max_new_tokens)
+    new = out[0, prompt.input_ids.shape[1]:].tolist()
+    return new, loaded.tokenizer.decode(new, skip_special_tokens=True)
