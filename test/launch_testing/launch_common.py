@@ -1,0 +1,78 @@
+"""Building blocks of the launch_testing tests: the package's installed executables with the
+installed config/*.yaml (what robot.launch.py and cloud.launch.py start), tiny checkpoints
+on disk, and a probe that plays camera and operator in one ROS domain."""
+import os
+import sys
+import time
+from pathlib import Path
+
+import launch_ros.actions
+import rclpy
+from ament_index_python.packages import get_package_share_directory
+from sensor_msgs.msg import CompressedImage
+from std_msgs.msg import String
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from tiny_models import INSTRUCTION, jpeg_frame, reference_greedy, save_tiny_vlm  # noqa: E402,F401
+
+from spec_vlm_control import topics  # noqa: E402
+from spec_vlm_control.msg import VerifiedTokens  # noqa: E402
+from spec_vlm_control.nodes.common import PROTOCOL_QOS, SENSOR_QOS  # noqa: E402
+
+CONFIG = Path(get_package_share_directory("spec_vlm_control")) / "config"
+MAX_NEW_TOKENS = 12
+BASE_DOMAIN = int(os.environ.get("ROS_DOMAIN_ID", "0"))
+
+
+def node(executable: str, yaml: str, domain_offset: int = 0, **params):
+    env = {"ROS_DOMAIN_ID": str(BASE_DOMAIN + domain_offset)}
+    return launch_ros.actions.Node(package="spec_vlm_control", executable=executable,
+                                   name=executable, parameters=[str(CONFIG / yaml), params],
+                                   additional_env=env)
+
+
+def cloud_site(model: Path, domain_offset: int, latency_ms: float = 25.0) -> list:
+    return [node("cloud", "cloud.yaml", domain_offset, model=str(model), dtype="fp64",
+                 exit_layers=[1]),
+            node("bridge", "bridge_cloud.yaml", domain_offset, link_latency_ms=latency_ms)]
+
+
+def robot_site(model: Path, domain_offset: int = 0, robot_id: str = "go2",
+               latency_ms: float = 25.0, **edge) -> list:
+    return [node("bridge", "bridge_robot.yaml", domain_offset, robot_id=robot_id,
+                 link_latency_ms=latency_ms),
+            node("edge", "edge.yaml", domain_offset, model=str(model), dtype="fp64",
+                 robot_id=robot_id, max_new_tokens=MAX_NEW_TOKENS, max_frame_age_s=5.0,
+                 **edge)]
+
+
+def decide(domain_offset: int, jpeg, timeout: float = 120.0) -> list:
+    """Publish frames (unless jpeg is None: a camera node does) and one instruction in a
+    robot's domain; return the verified token ids of the answer."""
+    context = rclpy.Context()
+    rclpy.init(context=context, domain_id=BASE_DOMAIN + domain_offset)
+    probe = rclpy.create_node("probe", context=context)
+    executor = rclpy.executors.SingleThreadedExecutor(context=context)
+    executor.add_node(probe)
+    try:
+        chunks = []
+        probe.create_subscription(VerifiedTokens, topics.VERIFIED_TOKENS, chunks.append,
+                                  PROTOCOL_QOS)
+        image_pub = probe.create_publisher(CompressedImage, topics.IMAGE, SENSOR_QOS)
+        instruction_pub = probe.create_publisher(String, topics.INSTRUCTION, PROTOCOL_QOS)
+        sent = False
+        end = time.monotonic() + timeout
+        while time.monotonic() < end and not any(c.final for c in chunks):
+            if jpeg is not None:
+                image = CompressedImage(format="jpeg", data=jpeg)
+                image.header.stamp = probe.get_clock().now().to_msg()
+                image_pub.publish(image)
+            if not sent and instruction_pub.get_subscription_count() > 0:
+                time.sleep(5.0)            # the edge and the cloud load their models
+                instruction_pub.publish(String(data=INSTRUCTION))
+                sent = True
+            executor.spin_once(timeout_sec=0.05)
+        return [t for c in sorted(chunks, key=lambda c: c.seq) for t in c.token_ids]
+    finally:
+        probe.destroy_node()
+        rclpy.shutdown(context=context)
