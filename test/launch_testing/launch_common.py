@@ -8,6 +8,7 @@ from pathlib import Path
 
 import launch_ros.actions
 import rclpy
+from rclpy.executors import SingleThreadedExecutor
 from ament_index_python.packages import get_package_share_directory
 from sensor_msgs.msg import CompressedImage
 from std_msgs.msg import String
@@ -52,7 +53,7 @@ def decide(domain_offset: int, jpeg, timeout: float = 120.0) -> list:
     context = rclpy.Context()
     rclpy.init(context=context, domain_id=BASE_DOMAIN + domain_offset)
     probe = rclpy.create_node("probe", context=context)
-    executor = rclpy.executors.SingleThreadedExecutor(context=context)
+    executor = SingleThreadedExecutor(context=context)
     executor.add_node(probe)
     try:
         chunks = []
