@@ -40,6 +40,6 @@ def test_turning_in_place_changes_only_the_heading(ros_graph, config_dir):
     # (plus one integration step, long on a loaded machine); less if the first commands were
     # lost during discovery.
     assert 0.6 < turned < (last - first) + 0.5 + 0.25
-    last = odoms[-1].pose.pose.position
-    assert (last.x, last.y) == (start.x, start.y)
+    position = odoms[-1].pose.pose.position
+    assert (position.x, position.y) == (start.x, start.y)
     assert all(0.0 < r.range <= r.max_range for r in ranges)
