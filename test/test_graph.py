@@ -21,6 +21,14 @@ def tiny_target(tmp_path_factory):
     return save_tiny_vlm(tmp_path_factory.mktemp("target"), seed=3)
 
 
+@pytest.fixture(scope="module")
+def exact_exit_target(tmp_path_factory):
+    """A target whose exit at layer 0 predicts its final verdicts exactly, with 15 more layers
+    of compute after it: early verdicts are right and arrive well before the final ones."""
+    return save_tiny_vlm(tmp_path_factory.mktemp("exact_exit"), seed=3, layers=16,
+                         silent_after=0)
+
+
 class Robot:
     """What the robot's domain shows a test: frames in, instructions in, results out."""
 
@@ -77,9 +85,10 @@ class Robot:
             self._camera.join()
 
 
-def start_cloud(graph, config_dir, model):
+def start_cloud(graph, config_dir, model, exit_layer=1):
     process = graph.start("cloud", config_dir / "cloud.yaml",
-                          params={"model": str(model), "dtype": "fp64", "exit_layers": "[1]"})
+                          params={"model": str(model), "dtype": "fp64",
+                                  "exit_layers": f"[{exit_layer}]"})
     graph.wait_for_log(process, "ready:")
     return process
 
@@ -93,10 +102,12 @@ def start_edge(graph, config_dir, model, **params):
 
 
 def test_decision_over_the_bridge_is_lossless_and_replays_from_the_edges_bag(
-        ros_graph, cloud_graph, config_dir, tiny_target, tmp_path):
+        ros_graph, cloud_graph, config_dir, exact_exit_target, tmp_path):
+    tiny_target = exact_exit_target
     start_bridges(ros_graph, cloud_graph, config_dir, latency_ms=25.0)
-    start_cloud(cloud_graph, config_dir, tiny_target)
-    # The target itself as the draft: a pair that always agrees, so preemptive drafting hits.
+    start_cloud(cloud_graph, config_dir, tiny_target, exit_layer=0)
+    # The target itself as the draft: a pair that always agrees, and exits that are right,
+    # so the blocks drafted on early verdicts are used (preemptive hits).
     bag = tmp_path / "run"
     edge = start_edge(ros_graph, config_dir, tiny_target, mode="preemptive", block_size=3,
                       record=str(bag))
@@ -115,7 +126,8 @@ def test_decision_over_the_bridge_is_lossless_and_replays_from_the_edges_bag(
     assert [m.seq for m in robot.chunks(1)] == list(range(len(robot.chunks(1))))
     stats = robot.stats[0]
     assert stats.ok and stats.tokens == len(tokens)
-    assert stats.preemptive_hits > 0 and stats.early_verdicts > 0
+    assert stats.early_verdicts == stats.rounds and stats.early_hit_rate == 1.0
+    assert stats.preemptive_hits > 0 and stats.preemptive_misses == 0
     # Every final verdict was preceded by the early verdict of the same block.
     first_seen = {}
     for t, v in robot.verdicts:

@@ -14,9 +14,17 @@ from spec_vlm_control.core.models.tiny_vlm import (synthetic_image, tiny_image_p
 INSTRUCTION = "go to the red ball"
 
 
-def save_tiny_vlm(folder: Path, seed: int, **config) -> Path:
+def save_tiny_vlm(folder: Path, seed: int, silent_after: int | None = None, **config) -> Path:
+    """silent_after=e: the decoder layers after layer e still compute but add nothing to the
+    residual stream, so an exit head at layer e predicts exactly what the last layer decides,
+    while the rest of the pass still takes time: a target whose early verdicts are right."""
     tokenizer = tiny_qwen2vl_tokenizer()
     model = tiny_qwen2vl_model(tokenizer, seed, **config)
+    if silent_after is not None:
+        with torch.no_grad():
+            for layer in model.model.language_model.layers[silent_after + 1:]:
+                layer.self_attn.o_proj.weight.zero_()
+                layer.mlp.down_proj.weight.zero_()
     model.save_pretrained(folder)
     tokenizer.save_pretrained(folder)
     tiny_image_processor().save_pretrained(folder)
