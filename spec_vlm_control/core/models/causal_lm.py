@@ -9,9 +9,9 @@ from typing import Optional
 
 import torch
 from transformers import DynamicCache
-from transformers.masking_utils import create_causal_mask, create_sliding_window_causal_mask
 
 from .base import DecoderAdapter, OnLayer, Prompt, SequenceState, crop_cache
+from .decoder import run_decoder
 
 
 class CausalLMAdapter(DecoderAdapter):
@@ -31,32 +31,16 @@ class CausalLMAdapter(DecoderAdapter):
         self.norm = self.body.norm
         self.lm_head = model.lm_head
         self.tokenizer_hash = tokenizer_hash
-        self.layer_types = list(getattr(config, "layer_types", None)
-                                or ["full_attention"] * self.num_layers)
 
     def fingerprint(self) -> str:
         return self.tokenizer_hash
 
-    def _masks(self, embeds, cache, position_ids) -> dict:
-        kwargs = dict(config=self.config, inputs_embeds=embeds, attention_mask=None,
-                      cache=cache, position_ids=position_ids)
-        masks = {"full_attention": create_causal_mask(**kwargs)}
-        if "sliding_attention" in self.layer_types:
-            masks["sliding_attention"] = create_sliding_window_causal_mask(**kwargs)
-        return masks
-
     @torch.inference_mode()
     def _run(self, cache, start: int, ids: list[int], on_layer: Optional[OnLayer]) -> torch.Tensor:
         input_ids = torch.tensor([ids], dtype=torch.long, device=self.device)
-        h = self.body.embed_tokens(input_ids)
         position_ids = torch.arange(start, start + len(ids), device=self.device).unsqueeze(0)
-        masks = self._masks(h, cache, position_ids)
-        rope = self.body.rotary_emb(h, position_ids=position_ids)
-        for i, layer in enumerate(self.body.layers[: self.num_layers]):
-            h = layer(h, attention_mask=masks[self.layer_types[i]], position_embeddings=rope,
-                      position_ids=position_ids, cache=cache, use_cache=True)
-            if on_layer is not None:
-                on_layer(i, h[0])
+        h = run_decoder(self.body, self.body.embed_tokens(input_ids),
+                        (position_ids, position_ids), cache, on_layer)
         return self.head(h[0])
 
     def prefill(self, prompt: Prompt) -> SequenceState:

@@ -8,7 +8,8 @@ from __future__ import annotations
 import torch
 
 from .base import SequenceState
-from .vision_language import Positions, VisionLanguageAdapter
+from .decoder import Positions
+from .vision_language import VisionLanguageAdapter
 
 
 class LlavaAdapter(VisionLanguageAdapter):

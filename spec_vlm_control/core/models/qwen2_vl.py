@@ -14,7 +14,8 @@ from __future__ import annotations
 import torch
 
 from .base import SequenceState
-from .vision_language import Positions, VisionLanguageAdapter
+from .decoder import Positions
+from .vision_language import VisionLanguageAdapter
 
 ROPE_DELTA = "rope_delta"
 
