@@ -86,3 +86,14 @@ class ProcessorPrompts:
                              add_special_tokens=False)
         vision = {k: v for k, v in out.items() if k not in ("input_ids", "attention_mask")}
         return Prompt(input_ids=out["input_ids"], vision=vision, text=text)
+
+
+def request_prompt(prompts, request, system: Optional[str] = None) -> Prompt:
+    """The prompt of a DecodeRequest (instruction + JPEG frame, if any). The edge and the cloud
+    both build it here, from the same bytes, so their prompts are identical token for token."""
+    image = None
+    if request.image_format:
+        import io
+        from PIL import Image
+        image = Image.open(io.BytesIO(request.image_data)).convert("RGB")
+    return prompts.build(request.instruction, image, system)

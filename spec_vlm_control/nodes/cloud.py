@@ -10,12 +10,10 @@ Publishes   spec_vlm/verdict (early and final), spec_vlm/committed, spec_vlm/err
 """
 from __future__ import annotations
 
-import io
 import os
 
 import torch
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
-from PIL import Image
 from rclpy.node import Node
 from std_msgs.msg import Header
 
@@ -24,6 +22,7 @@ from spec_vlm_control import topics
 from spec_vlm_control.core.clock import RealClock
 from spec_vlm_control.core.cloud import CloudConfig, CloudVerifier
 from spec_vlm_control.core.models.loading import load_model
+from spec_vlm_control.core.prompts import request_prompt
 from spec_vlm_control.core.protocol import DecodeRequest
 from spec_vlm_control.core.realtime import ActorThread
 from spec_vlm_control.core.verifier import EarlyExitVerifier
@@ -92,10 +91,7 @@ class CloudNode(Node):
                                f"exits at {layers or 'none'}")
 
     def _prompt_for(self, request: DecodeRequest):
-        image = None
-        if request.image_format:
-            image = Image.open(io.BytesIO(request.image_data)).convert("RGB")
-        return self.model.prompts.build(request.instruction, image, self.system_prompt)
+        return request_prompt(self.model.prompts, request, self.system_prompt)
 
     def _send(self, message) -> None:
         self.publishers_by_type[type(message).__name__].publish(to_ros(message))

@@ -11,13 +11,11 @@ Publishes   spec_vlm/request, spec_vlm/draft, spec_vlm/cancel, verified_tokens,
 """
 from __future__ import annotations
 
-import io
 import threading
 from typing import Optional
 
 import torch
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
-from PIL import Image
 from rclpy.node import Node
 from rclpy.serialization import serialize_message
 from sensor_msgs.msg import CompressedImage
@@ -29,6 +27,7 @@ from spec_vlm_control.camera.frame import frame_is_fresh
 from spec_vlm_control.core.edge import EdgeConfig, EdgeSession
 from spec_vlm_control.core.clock import RealClock
 from spec_vlm_control.core.models.loading import load_model
+from spec_vlm_control.core.prompts import request_prompt
 from spec_vlm_control.core.protocol import (MODES, DecodeRequest, DecodingParams, Handshake,
                                             PlanStatus)
 from spec_vlm_control.core.realtime import ActorThread
@@ -169,8 +168,7 @@ class EdgeNode(Node):
             params, Handshake(tokenizer_hash=self.model.fingerprint,
                               target_model_hash=p["target_model_hash"]),
             stamp=(frame.header.stamp.sec + frame.header.stamp.nanosec * 1e-9) if frame else 0.0)
-        image = Image.open(io.BytesIO(request.image_data)).convert("RGB") if p["use_image"] else None
-        prompt = self.model.prompts.build(self.instruction, image, p["system_prompt"] or None)
+        prompt = request_prompt(self.model.prompts, request, p["system_prompt"] or None)
         if frame is not None and p["use_image"]:
             self._record(topics.IMAGE, frame)
         self.reported = False
