@@ -376,6 +376,8 @@ class EdgeSession:
         return token, (ids.tolist(), probs.tolist())
 
     def _draft(self, prefix: list[int], count: int) -> tuple[list[int], list]:
+        """Up to `count` draft tokens; an end-of-sequence token ends the block, since nothing
+        after it could ever be committed."""
         context = list(prefix)
         rows = []
         for _ in range(count):
@@ -383,10 +385,13 @@ class EdgeSession:
             context.append(token)
             rows.append(row)
             self.seq.settle(context)
+            if token in self.draft.eos_token_ids:
+                break
         return context[len(prefix):], rows
 
     def _message(self, prefix: list[int], tokens: list[int], rows: list) -> DraftBlock:
         self.round += 1
+        self.tally.drafted_tokens += len(tokens)
         sizes, ids, probs = [], [], []
         for row in rows:
             if row is not None:

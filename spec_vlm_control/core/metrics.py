@@ -52,6 +52,7 @@ class EdgeTally:
         self.preemptive_hits = 0
         self.preemptive_misses = 0
         self.wasted_draft_tokens = 0
+        self.drafted_tokens = 0        # in every block drafted, sent or not
         self.draft_s = 0.0
         self.draft_intervals: list[tuple[float, float]] = []
         self.blocks_sent = 0

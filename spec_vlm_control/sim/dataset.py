@@ -74,6 +74,15 @@ class SceneSet:
                 mask.reshape(n, cells * cells))
 
     @classmethod
+    def concat(cls, parts: list["SceneSet"]) -> "SceneSet":
+        return cls(np.concatenate([p.images for p in parts]),
+                   np.concatenate([p.object_index for p in parts]),
+                   np.concatenate([p.objects for p in parts]),
+                   [s for p in parts for s in p.instructions],
+                   [s for p in parts for s in p.answers],
+                   np.concatenate([p.target for p in parts]))
+
+    @classmethod
     def load(cls, path: str | Path) -> "SceneSet":
         z = np.load(path)
         return cls(z["images"], z["object_index"], z["objects"], z["instructions"].tolist(),
@@ -104,5 +113,5 @@ def render_scenes(n: int, seed: int, camera: EgoCamera = EgoCamera(), on_grid: b
             target[i] = world.objects.index(task.target(world))
         instructions.append(task.instruction)
         answers.append(format_plan(expert_steps(world, task, sampler.angle_step,
-                                                sampler.distance_step)))
+                                                sampler.distance_step, sampler.max_forward)))
     return SceneSet(images, index, objects, instructions, answers, target)

@@ -3,7 +3,9 @@
 A plan is a list of action-language steps: turn first (angles rounded to the nearest
 `angle_step` degrees, left positive), then walk straight (the shortest multiple of
 `distance_step` that ends within AIM_M of the target's footprint, so a rounded answer
-never stops short of "reached"). An answer that would not move the robot is `stop`.
+never stops short of "reached"), at most `max_forward` metres when given: a robot that
+looks again after each metre needs no distance it cannot resolve from afar. An answer that
+would not move the robot is `stop`.
 """
 from __future__ import annotations
 
@@ -17,7 +19,7 @@ AIM_M = REACH_M - 0.05  # margin for the <= angle_step/2 heading error after the
 
 
 def expert_steps(world: World, task: Task, angle_step: float = 10.0,
-                 distance_step: float = 0.25) -> list[Step]:
+                 distance_step: float = 0.25, max_forward: float | None = None) -> list[Step]:
     if task.verb == "stop":
         return [Step("stop")]
     bearing, gap = world.relative(task.target(world))
@@ -26,6 +28,8 @@ def expert_steps(world: World, task: Task, angle_step: float = 10.0,
     if turn:
         steps.append(Step("turn_left" if turn > 0 else "turn_right", abs(turn)))
     if task.verb == "go_to" and gap > AIM_M:
-        steps.append(Step("forward", distance_step * math.ceil((gap - AIM_M) / distance_step - 1e-9)))
+        forward = distance_step * math.ceil((gap - AIM_M) / distance_step - 1e-9)
+        if forward > 0:   # 0 when the gap exceeds AIM_M by rounding error only
+            steps.append(Step("forward", min(forward, max_forward or forward)))
     return steps or [Step("stop")]
 

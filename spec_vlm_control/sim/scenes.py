@@ -37,6 +37,7 @@ class SceneSampler:
     on_grid: bool = False
     angle_step: float = 10.0
     distance_step: float = 0.25
+    max_forward: float | None = None   # the expert's longest walk per answer (None: no limit)
 
     def __post_init__(self):
         self.rng = random.Random(self.seed)

@@ -108,6 +108,9 @@ def pil_image_processor(path: Path):
     import transformers
     kind = json.loads((path / "preprocessor_config.json").read_text())["image_processor_type"]
     kind = kind.removesuffix("Fast")
+    if kind == "CoordinateImageProcessor":
+        from .coordinate_processor import CoordinateImageProcessor
+        return CoordinateImageProcessor.from_pretrained(path)
     cls = getattr(transformers, kind if kind.endswith("Pil") else kind + "Pil", None)
     return (cls or getattr(transformers, kind)).from_pretrained(path)
 

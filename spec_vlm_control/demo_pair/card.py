@@ -1,0 +1,137 @@
+"""The model card and training curves of a `train-demo` run, from its metrics.json."""
+from __future__ import annotations
+
+from pathlib import Path
+
+
+def plot_curves(result: dict, path: Path) -> None:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    curves = result["curves"]
+    fig, (loss_ax, exact_ax) = plt.subplots(1, 2, figsize=(11, 4))
+    for name, rows in curves.items():
+        if rows:
+            loss_ax.plot([r["step"] for r in rows], [r["loss"] for r in rows], label=name)
+        scored = [r for r in rows if "heldout_exact" in r]
+        if scored:
+            exact_ax.plot([r["step"] for r in scored], [100 * r["heldout_exact"] for r in scored],
+                          marker="o", ms=3, label=name)
+    loss_ax.set(xlabel="step", ylabel="training loss (EMA)", yscale="log",
+                title="losses (vision: region ground truth; others: answers)")
+    exact_ax.axhline(100 * result["targets"]["exact"], color="grey", ls="--", lw=0.8,
+                     label="target: 80% exact")
+    exact_ax.set(xlabel="step", ylabel="held-out exact match (%)", ylim=(0, 100),
+                 title=f"exact match on {len(curves) and result['plan']['recipe']['curve_scenes']} "
+                       "held-out scenes during training")
+    for ax in (loss_ax, exact_ax):
+        ax.legend(fontsize=8)
+        ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def _pct(x: float) -> str:
+    return f"{100 * x:.1f}%"
+
+
+def write_card(result: dict, path: Path) -> None:
+    m, t, plan = result["metrics"], result["targets"], result["plan"]
+    recipe = plan["recipe"]
+
+    def row(name, key):
+        s = m[key]
+        return (f"| {name} | {_pct(s['all']['exact'])} | {_pct(s['all']['within_one_step'])} | "
+                f"{_pct(s['off-grid']['exact'])} | {_pct(s['on-grid']['exact'])} | "
+                f"{_pct(s['task go']['exact'])} | {_pct(s['task turn']['exact'])} | "
+                f"{_pct(s['task stop']['exact'])} |")
+
+    def met(ok: bool) -> str:
+        return "met" if ok else "**not met**"
+
+    checks = [
+        ("target exact match", _pct(m["target"]["all"]["exact"]), f"≥ {_pct(t['exact'])}",
+         met(m["target"]["all"]["exact"] >= t["exact"])),
+        ("target within one rounding step", _pct(m["target"]["all"]["within_one_step"]),
+         f"≥ {_pct(t['within_one_step'])}",
+         met(m["target"]["all"]["within_one_step"] >= t["within_one_step"])),
+        ("points above the image-blind baseline", f"{m['points_over_blind']:.1f}",
+         f"≥ {t['over_blind_points']:.0f}", met(m["points_over_blind"] >= t["over_blind_points"])),
+        ("draft tokens accepted (greedy, k = 4)", _pct(m["acceptance_k4"]),
+         f"≥ {_pct(t['acceptance'])}", met(m["acceptance_k4"] >= t["acceptance"])),
+        ("speculative output = target greedy", _pct(m["speculative_equals_target_greedy"]),
+         "100%", met(m["speculative_equals_target_greedy"] == 1.0)),
+        (f"exit agreement at layer {m['exit_layer']} (0-based, of "
+         f"{result['architecture']['target']['layers']})", _pct(m["exit_agreement"]),
+         f"≥ {_pct(t['exit_agreement'])}", met(m["exit_agreement"] >= t["exit_agreement"])),
+        ("draft cost per token / target's", _pct(m["draft_cost_ratio"]),
+         f"≤ {_pct(t['draft_cost_ratio'])}", met(m["draft_cost_ratio"] <= t["draft_cost_ratio"])),
+    ]
+    lines = [
+        "# Demo VLM pair: Qwen2-VL target and draft for the simulated Go2 world",
+        "",
+        "Written by `spec-vlm train-demo` (spec_vlm_control/demo_pair/). The weights in this folder",
+        "are the ones this run wrote; their SHA-256 hashes are listed at the end.",
+        "",
+        "## What the models do",
+        "Given an instruction (`go to the red ball`, `turn towards the blue box`, `stop`) and the",
+        "robot's 64 × 64 ego-camera frame (JPEG, as the camera node sends it), answer in the",
+        "controller's action language, e.g. `turn_left 20 ; forward 1`: the turn rounded to 10°,",
+        "the walk a multiple of 0.25 m, at most 1 m per answer (the robot looks again after it).",
+        "",
+        "## Data",
+        f"- Training: {plan['train']['n']} scenes rendered by the simulator (sampler seeds from "
+        f"{plan['train']['seed']}), random positions; labels by the scripted expert "
+        "(spec_vlm_control/sim/expert.py).",
+        f"- Held out: {plan['heldout_off_grid']['n']} off-grid scenes (any position; seeds from "
+        f"{plan['heldout_off_grid']['seed']}) and {plan['heldout_on_grid']['n']} on-grid scenes "
+        f"(bearing and distance exactly on the expert's grid; seeds from "
+        f"{plan['heldout_on_grid']['seed']}). The demo runs on other seeds again (10000 on).",
+        "",
+        "## Recipe",
+        f"- Target: `Qwen2VLForConditionalGeneration`, {result['architecture']['target']}.",
+        f"- Draft: the same architecture with {result['architecture']['draft']}, sharing the "
+        "word-level tokenizer; its vision tower is a copy of the target's pre-trained one.",
+        f"- 1. Vision tower pre-training, {recipe['vision_steps']} steps: per image token, the "
+        "share of each object class in its region, and the bearing (relative to the region) and "
+        "distance of the object covering most of it — the simulator's ground truth.",
+        f"- 2. Tower frozen; language model on the expert answers, {recipe['target_steps']} steps "
+        f"(target and the image-blind baseline, whose frames are blanked), draft "
+        f"{recipe['draft_steps']} steps. AdamW lr {recipe['lr']}, batch {recipe['batch']}, "
+        f"warm-up {recipe['warmup']}, cosine to 0.1×, seed {recipe['seed']}.",
+        f"- 3. Exit adapter at layer {recipe['exit_layer']}: residual linear map distilled from "
+        f"the last layer on the target's greedy answers to {recipe['exit_scenes']} training "
+        f"scenes, {recipe['exit_steps']} steps.",
+        "",
+        "## Results on the held-out scenes",
+        "",
+        "| answers of | exact | within one step | off-grid exact | on-grid exact | go to | turn towards | stop |",
+        "|---|---|---|---|---|---|---|---|",
+        row("target", "target"), row("image-blind baseline", "blind_baseline"),
+        row("draft alone", "draft"), row(f"target's exit head alone (layer {m['exit_layer']})", "exit_only"),
+        "",
+        "| figure | measured | goal | |",
+        "|---|---|---|---|",
+        *[f"| {a} | {b} | {c} | {d} |" for a, b, c, d in checks],
+        "",
+        f"- Early-verdict hit rate in speculative decoding: {_pct(m['early_verdict_hit_rate'])}; "
+        f"exit agreement before distillation: {_pct(m['exit_agreement_untrained'])}.",
+        f"- Step cost (one thread, median of {plan['cost_steps']} steps at a fixed cache length): "
+        f"target {1e3 * m['step_cost_s']['target']:.2f} ms, draft {1e3 * m['step_cost_s']['draft']:.2f} ms.",
+        "- \"Within one step\": signed turn within 10° and walk within 0.25 m of the expert's.",
+        "",
+        "![training curves](curves.png)",
+        "",
+        "## Run",
+        f"- Wall time: {result['timings_s']['total_s'] / 60:.1f} min "
+        f"({', '.join(f'{k} {v:.0f} s' for k, v in result['timings_s'].items() if k != 'total_s')}).",
+        f"- Machine: {result['machine']}.",
+        f"- Sizes: target {result['sizes_mb']['target']} MB, draft {result['sizes_mb']['draft']} MB.",
+        "",
+        "## Weights (SHA-256)",
+        *[f"- `{name}/{f}`: `{h}`" for name, files in result["weights_sha256"].items()
+          for f, h in files.items()],
+        "",
+    ]
+    path.write_text("\n".join(lines))
