@@ -10,26 +10,33 @@ def plot_curves(result: dict, path: Path) -> None:
     import matplotlib.pyplot as plt
     curves = result["curves"]
     fig, (loss_ax, exact_ax) = plt.subplots(1, 2, figsize=(11, 4))
-    for name, rows in curves.items():
+    for i, (name, rows) in enumerate(curves.items()):
+        colour = f"C{i}"      # one colour per phase in both panels
         if rows:
-            loss_ax.plot([r["step"] for r in rows], [r["loss"] for r in rows], label=name)
+            loss_ax.plot([r["step"] for r in rows], [r["loss"] for r in rows], label=name,
+                         color=colour)
         scored = [r for r in rows if "heldout_exact" in r]
         if scored:
             exact_ax.plot([r["step"] for r in scored], [100 * r["heldout_exact"] for r in scored],
-                          marker="o", ms=3, label=name)
+                          marker="o", ms=3, label=name, color=colour)
     loss_ax.set(xlabel="step", ylabel="training loss (EMA)", yscale="log",
                 title="losses (vision: region ground truth; others: answers)")
     exact_ax.axhline(100 * result["targets"]["exact"], color="grey", ls="--", lw=0.8,
                      label="target: 80% exact")
     exact_ax.set(xlabel="step", ylabel="held-out exact match (%)", ylim=(0, 100),
-                 title=f"exact match on {len(curves) and result['plan']['recipe']['curve_scenes']} "
-                       "held-out scenes during training")
+                 title=f"exact match on {result['plan']['recipe']['curve_scenes']} held-out "
+                       "scenes during training")
     for ax in (loss_ax, exact_ax):
         ax.legend(fontsize=8)
         ax.grid(alpha=0.3)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
+
+
+def _size(size: dict) -> str:
+    return (f"decoder {size['layers']} × {size['hidden']} ({size['heads']} heads), vision tower "
+            f"depth {size['vision_depth']} × {size['vision_width']}, init std {size['init_std']}")
 
 
 def _pct(x: float) -> str:
@@ -90,12 +97,13 @@ def write_card(result: dict, path: Path) -> None:
         f"{plan['heldout_on_grid']['seed']}). The demo runs on other seeds again (10000 on).",
         "",
         "## Recipe",
-        f"- Target: `Qwen2VLForConditionalGeneration`, {result['architecture']['target']}.",
-        f"- Draft: the same architecture with {result['architecture']['draft']}, sharing the "
+        f"- Target: `Qwen2VLForConditionalGeneration`, {_size(result['architecture']['target'])}; "
+        "8-px patches, 2 × 2 merge: 16 image tokens; 5 input channels (RGB + x/y coordinates).",
+        f"- Draft: the same architecture, {_size(result['architecture']['draft'])}, sharing the "
         "word-level tokenizer; its vision tower is a copy of the target's pre-trained one.",
         f"- 1. Vision tower pre-training, {recipe['vision_steps']} steps: per image token, the "
-        "share of each object class in its region, and the bearing (relative to the region) and "
-        "distance of the object covering most of it — the simulator's ground truth.",
+        "share of each object class in its region, and the bearing and distance of the object "
+        "covering most of it — the simulator's ground truth.",
         f"- 2. Tower frozen; language model on the expert answers, {recipe['target_steps']} steps "
         f"(target and the image-blind baseline, whose frames are blanked), draft "
         f"{recipe['draft_steps']} steps. AdamW lr {recipe['lr']}, batch {recipe['batch']}, "
@@ -126,7 +134,7 @@ def write_card(result: dict, path: Path) -> None:
         "## Run",
         f"- Wall time: {result['timings_s']['total_s'] / 60:.1f} min "
         f"({', '.join(f'{k} {v:.0f} s' for k, v in result['timings_s'].items() if k != 'total_s')}).",
-        f"- Machine: {result['machine']}.",
+        "- Machine: " + ", ".join(f"{k} {v}" for k, v in result["machine"].items()) + ".",
         f"- Sizes: target {result['sizes_mb']['target']} MB, draft {result['sizes_mb']['draft']} MB.",
         "",
         "## Weights (SHA-256)",
