@@ -4,7 +4,7 @@ the cloud verifier, in one ROS domain (the LAN setup: no bridge needed).
     ros2 launch spec_vlm_control sim.launch.py draft_model:=/models/draft \
         target_model:=/models/target sim_seed:=3
     ros2 topic pub --once /instruction std_msgs/String "data: 'go to the red ball'"
-Parameters come from config/{sim,camera,edge,controller,cloud}.yaml (see README).
+Parameters come from config/{sim,camera,edge,controller,controller_sim,cloud}.yaml (see README).
 """
 import os
 
@@ -31,7 +31,8 @@ def generate_launch_description():
              parameters=[os.path.join(config, "edge.yaml"),
                          {"model": LaunchConfiguration("draft_model")}]),
         Node(package="spec_vlm_control", executable="controller", name="controller",
-             parameters=[os.path.join(config, "controller.yaml")]),
+             parameters=[os.path.join(config, "controller.yaml"),
+                         os.path.join(config, "controller_sim.yaml")]),
         Node(package="spec_vlm_control", executable="cloud", name="cloud",
              parameters=[os.path.join(config, "cloud.yaml"),
                          {"model": LaunchConfiguration("target_model")}]),

@@ -13,12 +13,14 @@ import sys
 # name -> (module, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
     "demo": ("spec_vlm_control.commands.demo",
-             "one decision through the engine in every mode, on small VLMs built in code"),
+             "the whole graph closed loop in the simulated world: tasks, latencies, plot, bag"),
     "info": ("spec_vlm_control.commands.info", "print what is installed and where"),
     "bench": ("spec_vlm_control.commands.bench",
               "time per token of each decoding mode vs cloud-only streaming"),
     "sim-camera-bag": ("spec_vlm_control.commands.sim_camera_bag",
                        "record the simulated ego camera to a rosbag2 (MCAP)"),
+    "train-demo": ("spec_vlm_control.commands.train_demo",
+                   "train the demo VLM pair on the simulated world and write its model card"),
     "train-exits": ("spec_vlm_control.commands.train_exits",
                     "train a target's exit adapters by distillation from its last layer"),
     "eval-exits": ("spec_vlm_control.commands.eval_exits",

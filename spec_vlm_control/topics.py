@@ -25,6 +25,7 @@ ESTOP = "estop"                       # std_msgs/Bool (latched)
 RANGE = "range"                       # sensor_msgs/Range
 CMD_VEL = "cmd_vel"                   # geometry_msgs/Twist
 ODOM = "odom"                         # nav_msgs/Odometry
+SIM_SCENE = "sim/scene"               # std_msgs/UInt32 (latched): scene seed of the sim world
 DIAGNOSTICS = "/diagnostics"          # diagnostic_msgs/DiagnosticArray
 
 PROTOCOL_DEPTH = 100                  # reliable, keep last 100: bounded, never blocks

@@ -147,3 +147,23 @@ def test_sim_source_renders_from_the_odometry_pose(ros_graph, config_dir):
 
 def pixels(msg):
     return decode_image(bytes(msg.data)).astype(int)
+
+
+def test_sim_source_switches_scene_with_the_simulator(ros_graph, config_dir):
+    from std_msgs.msg import UInt32
+
+    from spec_vlm_control import topics
+    from spec_vlm_control.nodes.common import LATCHED_QOS
+    from spec_vlm_control.sim.camera import EgoCamera
+    from spec_vlm_control.sim.scenes import SceneSampler
+    camera = EgoCamera(32, 32)
+    scene_pub = ros_graph.node.create_publisher(UInt32, topics.SIM_SCENE, LATCHED_QOS)
+    scene_pub.publish(UInt32(data=10_003))   # latched: a camera started later still gets it
+    viewer = Viewer(ros_graph)
+    ros_graph.start("camera", params_file=config_dir / "camera.yaml", params={
+        "source": "sim", "sim_seed": 0, "width": 32, "height": 32, "rate_hz": 20.0})
+    expected = camera.render(SceneSampler(seed=10_003, camera=camera).sample().world).rgb
+    old = camera.render(SceneSampler(seed=0, camera=camera).sample().world).rgb
+    assert np.abs(expected.astype(int) - old).mean() > 10
+    ros_graph.wait_for(lambda: viewer.images and np.abs(
+        pixels(viewer.images[-1][1]) - expected).mean() < 4, 5.0, "the new scene's view")

@@ -43,3 +43,29 @@ def test_turning_in_place_changes_only_the_heading(ros_graph, config_dir):
     position = odoms[-1].pose.pose.position
     assert (position.x, position.y) == (start.x, start.y)
     assert all(0.0 < r.range <= r.max_range for r in ranges)
+
+
+def test_a_scene_seed_on_sim_scene_moves_the_robot_into_that_room(ros_graph, config_dir):
+    from std_msgs.msg import UInt32
+    from spec_vlm_control.nodes.common import LATCHED_QOS
+    odoms = []
+    ros_graph.node.create_subscription(Odometry, topics.ODOM, odoms.append, 10)
+    scene_pub = ros_graph.node.create_publisher(UInt32, topics.SIM_SCENE, LATCHED_QOS)
+    cmd = ros_graph.node.create_publisher(Twist, topics.CMD_VEL, 10)
+    ros_graph.start("sim", config_dir / "sim.yaml", params={"sim_seed": 4})
+    ros_graph.wait_for(lambda: odoms, 20, "odometry")
+    twist = Twist()
+    twist.angular.z = 1.0
+    cmd.publish(twist)                       # moving when the scene changes
+    ros_graph.wait_for(lambda: abs(odoms[-1].twist.twist.angular.z) > 0, 5, "the turn")
+    scene_pub.publish(UInt32(data=10_007))
+    start = SceneSampler(seed=10_007).sample().world.pose
+
+    def at_start():
+        p = odoms[-1].pose.pose.position
+        return (p.x, p.y) == (start.x, start.y) and abs(yaw_of(odoms[-1]) - start.yaw) < 1e-9
+    ros_graph.wait_for(at_start, 5, "the new scene's start pose")
+    # At rest there: the command of the old scene does not carry over.
+    count = len(odoms)
+    ros_graph.wait_for(lambda: len(odoms) > count + 5, 5, "more odometry")
+    assert at_start() and odoms[-1].twist.twist.angular.z == 0.0

@@ -101,16 +101,11 @@ def calibrate(models, k: int, repeats: int = 20):
                  draft_pass=timed(draft, []), draft_token=0.0)
 
 
-def run_case(mode, agreement, models, args, costs=None, exit_adapters=None):
-    from ..core.decode import decode
+def mode_setup(mode: str, k: int, max_new_tokens: int):
+    """(DecodingParams, EdgeConfig) of a decoding mode or a cloud-only baseline: `stream` is
+    cloud-led decoding with no drafts, `per_token` asks for one token per round trip."""
     from ..core.edge import EdgeConfig
-    from ..core.link import LinkEmulator
-    from ..core.models.tiny import MixtureDraft
     from ..core.protocol import MODES as MODE_IDS, DecodingParams
-    target, draft_model, prompt, answer = models
-    draft = MixtureDraft(draft_model, agreement, seed=3, reference=answer,
-                         prompt_length=prompt.input_ids.shape[1])
-    k = args.block_size
     config = EdgeConfig()
     if mode == "stream":
         mode_id, config = MODE_IDS["cloud_led"], EdgeConfig(drafting=False)
@@ -118,7 +113,17 @@ def run_case(mode, agreement, models, args, costs=None, exit_adapters=None):
         mode_id, k = MODE_IDS["plain"], 0
     else:
         mode_id = MODE_IDS[mode]
-    params = DecodingParams(mode=mode_id, block_size=k, max_new_tokens=args.tokens)
+    return DecodingParams(mode=mode_id, block_size=k, max_new_tokens=max_new_tokens), config
+
+
+def run_case(mode, agreement, models, args, costs=None, exit_adapters=None):
+    from ..core.decode import decode
+    from ..core.link import LinkEmulator
+    from ..core.models.tiny import MixtureDraft
+    target, draft_model, prompt, answer = models
+    draft = MixtureDraft(draft_model, agreement, seed=3, reference=answer,
+                         prompt_length=prompt.input_ids.shape[1])
+    params, config = mode_setup(mode, args.block_size, args.tokens)
     one_way = args.rtt_ms / 2000.0
     exit_layer = args.exit_layer if args.exit_layer is not None else target.num_layers // 2 - 1
     out = decode(target, draft, prompt, params, costs=costs, edge_config=config,

@@ -1,137 +1,152 @@
-"""`spec-vlm demo`: one real decision through the decoding engine, on small VLMs built in code.
+"""`spec-vlm demo`: the whole graph, closed loop, in the simulated Go2 world.
 
-A tiny Qwen2-VL target (the cloud) and a draft sharing its tokenizer (the robot) decode the
-answer to an image + instruction prompt over an emulated 50 ms round trip, in every mode of
-the engine and as streaming cloud-only decoding, one thread, each unit of work charged its
-real wall time. Every output is checked token for token against Hugging Face
-`generate(do_sample=False)` on the target. The models are untrained, so the answer itself is
-meaningless bytes; what the demo shows is the protocol: rounds, accepted tokens, early
-verdicts, target passes per token, and time per token against the cloud-only baseline.
-
-The draft is the tiny draft model steered to agree with the target on a set fraction of
-positions (`--agreement`), since an untrained draft never agrees with an untrained target.
-Writes demo.json and a latency timeline demo.png into --out.
+Sim world, camera, edge (draft VLM) and controller run in the robot's ROS domain, the cloud
+(target VLM with its exit head) in another, joined only by the bridge over an emulated 50 ms
+round trip. The robot does a sequence of tasks, each in a fresh scene not used in training:
+it is instructed, the plan the edge and cloud decode runs, the robot looks again and is
+re-instructed until the answer is `stop` (or after --max-decisions), and the task is judged
+against the simulator's ground truth. After the run every decision is decoded again by the
+target alone, one thread, in virtual time with measured costs (the live mode, cloud-only
+streaming, and one request per token) for a like-for-like comparison.
+Writes demo.json, demo.png, the frames and an MCAP bag of the run into --out.
 """
 from __future__ import annotations
 
-import json
-import statistics
+import contextlib
+import shutil
+import signal
+import sys
+import time
 from pathlib import Path
 
-MODES = ("plain", "early_exit", "preemptive", "pipelined", "cloud_led")
+from ..sim.episode import MAX_DECISIONS
 
 
 def configure(parser) -> None:
-    parser.add_argument("--out", default="demo_output", help="folder for demo.json and demo.png")
+    parser.add_argument("--tasks", type=int, default=20, help="tasks, one scene each")
+    parser.add_argument("--quick", action="store_true", help="2 tasks (a smoke run)")
+    parser.add_argument("--models", default=None, metavar="DIR",
+                        help="model pair folder (target/ with exits/, draft/, optional "
+                             "pair.json); default: the trained demo pair installed with the "
+                             "package")
+    parser.add_argument("--out", default="demo_output", help="output folder")
+    parser.add_argument("--mode", default="preemptive",
+                        choices=("plain", "early_exit", "preemptive", "pipelined", "cloud_led"),
+                        help="the edge's decoding mode")
+    parser.add_argument("-k", "--block-size", type=int, default=4, help="draft tokens per block")
     parser.add_argument("--rtt-ms", type=float, default=50.0, help="emulated round trip")
-    parser.add_argument("--tokens", type=int, default=24, help="tokens of the decision")
-    parser.add_argument("-k", "--block-size", type=int, default=4)
-    parser.add_argument("--agreement", type=float, default=0.8,
-                        help="fraction of positions where the draft proposes the target's token")
-    parser.add_argument("--repeats", type=int, default=3, help="runs per mode (median)")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--first-seed", type=int, default=10_000,
+                        help="scene seed of the first task (training uses seeds from 100)")
+    parser.add_argument("--max-decisions", type=int, default=MAX_DECISIONS,
+                        help="decisions per task at most")
 
 
-def reference_answer(pair, tokens: int) -> list[int]:
-    import torch
-    ids = pair.prompt.input_ids
-    with torch.inference_mode():
-        out = pair.target.model.generate(
-            input_ids=ids, mm_token_type_ids=(ids == pair.target.image_token_id).int(),
-            **pair.prompt.vision, do_sample=False, max_new_tokens=tokens, min_new_tokens=tokens)
-    return out[0, ids.shape[1]:].tolist()
-
-
-def run_mode(pair, answer, mode: str, args):
-    from ..core.decode import decode
-    from ..core.edge import EdgeConfig
-    from ..core.link import LinkEmulator
-    from ..core.models.tiny import MixtureDraft
-    from ..core.protocol import MODES as MODE_IDS, DecodingParams
-    draft = MixtureDraft(pair.draft, args.agreement, seed=args.seed, reference=answer,
-                         prompt_length=pair.prompt.input_ids.shape[1])
-    config = EdgeConfig(drafting=mode != "stream")
-    mode_id = MODE_IDS["cloud_led" if mode == "stream" else mode]
-    params = DecodingParams(mode=mode_id, block_size=args.block_size, max_new_tokens=args.tokens)
-    one_way = args.rtt_ms / 2000.0
-    out = decode(pair.target, draft, pair.prompt, params, costs=None, edge_config=config,
-                 exit_layers=[pair.target.num_layers // 2],
-                 uplink=LinkEmulator(one_way, seed=1), downlink=LinkEmulator(one_way, seed=2))
-    if out.tokens != answer:
-        raise RuntimeError(f"{mode}: the output is not the target's own greedy answer")
-    return out.stats
-
-
-def plot(rows: list[dict], path: Path, rtt_ms: float) -> None:
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    fig, (timeline, bars) = plt.subplots(1, 2, figsize=(12, 4.2))
-    for row in rows:
-        times, t = [], 0.0
-        for gap in row["token_latencies_s"]:
-            t += gap
-            times.append(1000 * t)
-        style = "k--" if row["mode"] == "stream" else "-"
-        timeline.step(times, range(1, len(times) + 1), style, where="post", label=row["mode"])
-    timeline.set_xlabel("time since the request (ms)")
-    timeline.set_ylabel("verified tokens")
-    timeline.set_title(f"when each token is verified ({rtt_ms:.0f} ms round trip)")
-    timeline.legend(fontsize=8)
-    names = [r["mode"] for r in rows]
-    parts = ("verify_s", "draft_s", "link_s", "idle_s")
-    bottom = [0.0] * len(rows)
-    for part in parts:
-        values = [1000 * r[part] / max(1, r["tokens"]) for r in rows]
-        bars.bar(names, values, bottom=bottom, label=part[:-2])
-        bottom = [b + v for b, v in zip(bottom, values)]
-    bars.set_ylabel("ms per token")
-    bars.set_title("where the time goes, per token")
-    bars.tick_params(axis="x", labelsize=8, rotation=20)
-    bars.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+def _interrupt(signum, frame):
+    """SIGTERM (a CI timeout, `kill`) tears the graph down as Ctrl-C does."""
+    raise KeyboardInterrupt
 
 
 def run(args) -> int:
-    import torch
-    from ..core.models.tiny_vlm import tiny_qwen2vl_pair
-    torch.set_num_threads(1)
-    pair = tiny_qwen2vl_pair(args.seed, instruction="go to the red ball")
-    answer = reference_answer(pair, args.tokens)
-    print(f"target: tiny Qwen2-VL, {pair.target.num_layers} layers; draft "
-          f"{pair.draft.num_layers} layers, agreeing on {args.agreement:.0%} of positions; "
-          f"k={args.block_size}, {args.rtt_ms:.0f} ms round trip, one thread")
-    print(f"target's own greedy answer ({args.tokens} tokens, untrained model): "
-          f"{pair.tokenizer.decode(answer)!r}")
-    rows = []
-    for mode in ("stream",) + MODES:
-        runs = [run_mode(pair, answer, mode, args) for _ in range(args.repeats)]
-        best = sorted(runs, key=lambda s: s.total_s)[len(runs) // 2]
-        med = lambda f: statistics.median(getattr(s, f) for s in runs)  # noqa: E731
-        rows.append(dict(mode=mode, tokens=best.tokens, total_s=med("total_s"),
-                         time_to_first_token_s=med("time_to_first_token_s"),
-                         mean_accepted_per_round=med("mean_accepted_per_round"),
-                         early_hit_rate=med("early_hit_rate"),
-                         target_passes_per_token=med("target_passes_per_token"),
-                         verify_s=med("verify_s"), draft_s=med("draft_s"), link_s=med("link_s"),
-                         idle_s=med("idle_s"), token_latencies_s=best.token_latencies_s,
-                         lossless=True))
-    stream = rows[0]["total_s"]
-    print(f"\n{'mode':11s} {'first token':>11s} {'total':>9s} {'vs stream':>9s} "
-          f"{'accepted/round':>14s} {'early hit':>9s} {'passes/token':>12s}")
-    for r in rows:
-        print(f"{r['mode']:11s} {1000 * r['time_to_first_token_s']:9.1f}ms "
-              f"{1000 * r['total_s']:7.1f}ms {r['total_s'] / stream:9.2f} "
-              f"{r['mean_accepted_per_round']:14.2f} {r['early_hit_rate']:9.2f} "
-              f"{r['target_passes_per_token']:12.2f}")
-    print("every mode's output equals the target's own greedy decoding (checked)")
+    from ..demo import graph
+    from ..demo.pair import open_pair
+    began = time.monotonic()
+    tasks = 2 if args.quick else args.tasks
+    try:
+        pair = open_pair(args.models)
+        graph.check_installed()
+    except FileNotFoundError as error:
+        print(f"spec-vlm demo: {error}", file=sys.stderr)
+        return 2
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    config = {k: v for k, v in vars(args).items() if not k.startswith("_") and k != "command"}
-    (out / "demo.json").write_text(json.dumps(dict(config=config, answer=answer, rows=rows),
-                                              indent=2))
-    plot(rows, out / "demo.png", args.rtt_ms)
-    print(f"wrote {out / 'demo.json'} and {out / 'demo.png'}")
+    bag = out / "demo_bag"
+    for old in (bag, out / "logs", out / "frames"):     # this run's, not a mix with the last
+        if old.exists():
+            shutil.rmtree(old)
+    settings = graph.GraphSettings(mode=args.mode, block_size=args.block_size,
+                                   rtt_ms=args.rtt_ms, first_seed=args.first_seed)
+    signal.signal(signal.SIGTERM, _interrupt)
+    # Ctrl-C stops the graph even when the demo was started with SIGINT ignored (in the
+    # background of a non-interactive shell), as the nodes do (nodes/common.py).
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        try:
+            results, timing = _closed_loop(pair, settings, tasks, args, out, bag)
+        except (RuntimeError, TimeoutError, FileNotFoundError, ValueError) as error:
+            print(f"spec-vlm demo: the graph failed: {error}\nnode logs: {out / 'logs'}",
+                  file=sys.stderr)
+            return 1
+        timing["replay_s"] = _replay(pair, results, settings)
+    except KeyboardInterrupt:
+        print("spec-vlm demo: interrupted; the graph was stopped", file=sys.stderr)
+        return 130
+    from ..demo import report
+    timing["total_s"] = time.monotonic() - began
+    report.print_decisions(results)
+    summary = report.write(out, results, timing, config=dict(
+        vars(settings), tasks=tasks, models=str(pair.root), exit_layers=pair.exit_layers,
+        exit_adapters=str(pair.exit_adapters) if pair.exit_adapters else None,
+        max_decisions=args.max_decisions, max_new_tokens=pair.max_new_tokens))
+    print(f"\n{summary['succeeded']}/{summary['tasks']} tasks succeeded; "
+          f"wall time {timing['total_s']:.0f} s (graph start {timing['start_s']:.0f} s, "
+          f"tasks {timing['tasks_s']:.0f} s, graph stop {timing['stop_s']:.0f} s, replay "
+          f"{timing['replay_s']:.0f} s)")
+    print(f"wrote {out / 'demo.json'}, {out / 'demo.png'} and the bag {bag}")
     return 0
+
+
+def _closed_loop(pair, settings, tasks: int, args, out: Path, bag: Path):
+    """Start the graph, do the tasks, stop the graph (also on failure or Ctrl-C)."""
+    from tqdm import tqdm
+
+    from ..demo import graph, report
+    from ..nodes.demo_driver import DemoDriver
+    from ..sim.episode import demo_seeds, run_task
+    t0 = time.monotonic()
+    results = []
+    with contextlib.ExitStack() as stack:
+        print(f"starting the graph (robot and cloud domains, {settings.rtt_ms:g} ms round "
+              f"trip); node logs in {out / 'logs'}")
+        robot = graph.start(stack, pair, settings, pair.max_new_tokens, out / "logs")
+        driver = DemoDriver(robot.context, bag)
+        stack.callback(driver.close)
+        robot.add_node(driver)
+        driver.wait_for_graph(30.0)
+        started = time.monotonic()
+        for seed in tqdm(demo_seeds(tasks, args.first_seed), desc="tasks", unit="task"):
+            result = run_task(driver, seed, args.max_decisions)
+            results.append(result)
+            tqdm.write(report.task_line(len(results), result))
+        done = time.monotonic()
+    return results, {"start_s": started - t0, "tasks_s": done - started,
+                     "stop_s": time.monotonic() - done}
+
+
+def _replay(pair, results, settings) -> float:
+    """Decode every decision again, one thread, in the live mode and the cloud-only baselines."""
+    import torch
+    from tqdm import tqdm
+
+    from ..core.models.loading import load_model
+    from ..demo.replay import BASELINES, first_step_s, replay
+    t0 = time.monotonic()
+    torch.set_num_threads(1)
+    target, draft = (load_model(str(path), settings.dtype) for path in (pair.target, pair.draft))
+    adapters = None
+    if pair.exit_adapters is not None:
+        from ..core.exit_training import load_exit_adapters
+        adapters = load_exit_adapters(pair.exit_adapters, target.adapter)
+    decisions = [d for r in results for d in r.decisions if d.stats.get("ok")]
+    for d in tqdm(decisions, desc="replaying the decisions", unit="decision"):
+        d.stats["first_step_s"] = first_step_s(target.tokenizer, d.token_ids,
+                                               d.stats["token_latencies_s"])
+        for mode in (settings.mode,) + BASELINES:
+            stats = replay(target, draft, d, mode, settings.block_size, pair.max_new_tokens,
+                           settings.rtt_ms, pair.exit_layers, adapters)
+            stats["first_step_s"] = first_step_s(target.tokenizer, stats["token_ids"],
+                                                 stats["token_latencies_s"])
+            d.replays["speculative" if mode == settings.mode else mode] = stats
+        if settings.mode == "cloud_led":
+            # The robot sees only the verdicts on its drafts, not the cloud's own passes.
+            d.stats["target_passes_per_token"] = d.replays["speculative"]["target_passes_per_token"]
+    return time.monotonic() - t0

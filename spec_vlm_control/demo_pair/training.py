@@ -98,7 +98,7 @@ def pretrain_vision(model, scenes: SceneSet, recipe: Recipe, progress=None) -> C
         loss.backward()
         opt.step()
         ema = loss.item() if ema is None else 0.98 * ema + 0.02 * loss.item()
-        if (step + 1) % 50 == 0 or step + 1 == recipe.vision_steps:
+        if step == 0 or (step + 1) % 50 == 0 or step + 1 == recipe.vision_steps:
             curve.rows.append({"step": step + 1, "s": round(time.monotonic() - t0, 1),
                                "loss": round(ema, 4)})
         if progress is not None:

@@ -7,7 +7,9 @@ Publishes   image/compressed (sensor_msgs/CompressedImage, JPEG), image_raw
             (sensor_msgs/Image rgb8, if publish_raw), both best effort with depth 1: a late
             frame is worthless, the next one replaces it. /clock (rosgraph_msgs/Clock, bag
             source with publish_clock: the recorded log time of each frame, just before it).
-Subscribes  odom (nav_msgs/Odometry, source `sim` only: the pose the ego view is rendered from)
+Subscribes  odom (nav_msgs/Odometry, source `sim` only: the pose the ego view is rendered from),
+            sim/scene (std_msgs/UInt32, latched, source `sim` only: the scene to render, as
+            the sim node switches to it)
 Stamps      capture time in the node's clock; a bag replay keeps the recorded stamps with
             use_sim_time and stamps the replay time without it.
 """
@@ -112,23 +114,30 @@ class CameraNode(Node):
 
     def _sim_grabber(self):
         from nav_msgs.msg import Odometry
+        from std_msgs.msg import UInt32
 
+        from spec_vlm_control import topics
         from spec_vlm_control.camera.sim import SimSource
+        from spec_vlm_control.nodes.common import LATCHED_QOS
         from spec_vlm_control.sim.camera import EgoCamera
         from spec_vlm_control.sim.scenes import SceneSampler
         from spec_vlm_control.sim.world import Pose
 
         camera = EgoCamera(**{k: self.p[k] for k in ("width", "height") if self.p[k]})
-        world = SceneSampler(seed=self.p["sim_seed"], camera=camera).sample().world
-        self._sim_pose = world.pose
+
+        def load(seed: int) -> None:
+            # One assignment, so the capture thread sees the old world or the new, never a mix.
+            self._sim_world = SceneSampler(seed=seed, camera=camera).sample().world
 
         def on_odom(msg: Odometry) -> None:
             q, pos = msg.pose.pose.orientation, msg.pose.pose.position
             yaw = math.atan2(2 * (q.w * q.z + q.x * q.y), 1 - 2 * (q.y * q.y + q.z * q.z))
-            self._sim_pose = Pose(pos.x, pos.y, yaw)
+            self._sim_world = replace(self._sim_world, pose=Pose(pos.x, pos.y, yaw))
 
-        self.create_subscription(Odometry, "odom", on_odom, 10)
-        return SimSource(lambda: replace(world, pose=self._sim_pose), camera, self.now_ns)
+        load(self.p["sim_seed"])
+        self.create_subscription(Odometry, topics.ODOM, on_odom, 10)
+        self.create_subscription(UInt32, topics.SIM_SCENE, lambda m: load(m.data), LATCHED_QOS)
+        return SimSource(lambda: self._sim_world, camera, self.now_ns)
 
     # -- the capture thread -------------------------------------------------------------------
 

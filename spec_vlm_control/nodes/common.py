@@ -6,6 +6,8 @@ static test keeps the three in step).
 """
 from __future__ import annotations
 
+import signal
+
 from typing import Callable
 
 import rclpy
@@ -32,12 +34,18 @@ def declare_parameters(node: Node, table: dict) -> dict:
 def spin(make_node: Callable[[], Node], args=None, threads: int = 2) -> int:
     """Run one node until Ctrl-C / SIGTERM / shutdown, then let it close cleanly (its
     `close()` may still publish, e.g. a final stop)."""
+    # A process started in the background of a non-interactive shell inherits SIGINT as
+    # ignored; a node must still stop on it (ros2 launch and the demo stop nodes with it).
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     rclpy.init(args=args, signal_handler_options=SignalHandlerOptions.NO)
     node = make_node()
     executor = MultiThreadedExecutor(num_threads=threads)
     executor.add_node(node)
     try:
-        executor.spin()
+        # Waking up now and then lets Python run its SIGINT handler: a node with nothing
+        # to do (a camera whose odometry stopped) would otherwise sleep through Ctrl-C.
+        while rclpy.ok():
+            executor.spin_once(timeout_sec=0.2)
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
     finally:

@@ -4,8 +4,10 @@ Integrates velocity commands from `cmd_vel` into the robot's pose in the room of
 `sim_seed` (spec_vlm_control.sim, Go2-like speed limits, motion stops at contact) and
 publishes odometry and the forward range reading. The camera node's `sim` source renders the
 ego view from that odometry; it must use the same `sim_seed` (and its default image size).
+A seed on `sim/scene` moves both to that scene's room and start pose, so one running graph
+can do task after task (the demo) without restarting a node.
 
-Subscribes  cmd_vel (geometry_msgs/Twist)
+Subscribes  cmd_vel (geometry_msgs/Twist), sim/scene (std_msgs/UInt32, latched)
 Publishes   odom (nav_msgs/Odometry), range (sensor_msgs/Range)
 """
 from __future__ import annotations
@@ -17,9 +19,10 @@ from geometry_msgs.msg import Twist as TwistMsg
 from nav_msgs.msg import Odometry
 from rclpy.node import Node
 from sensor_msgs.msg import Range
+from std_msgs.msg import UInt32
 
 from spec_vlm_control import topics
-from spec_vlm_control.nodes.common import SENSOR_QOS, declare_parameters, spin
+from spec_vlm_control.nodes.common import LATCHED_QOS, SENSOR_QOS, declare_parameters, spin
 from spec_vlm_control.sim.scenes import SceneSampler
 from spec_vlm_control.sim.world import Twist
 
@@ -35,16 +38,23 @@ class SimNode(Node):
     def __init__(self):
         super().__init__("sim")
         self.p = declare_parameters(self, PARAMETERS)
-        scene = SceneSampler(seed=self.p["sim_seed"]).sample()
-        self.world = scene.world
-        self.cmd, self.cmd_at = Twist(), 0.0
+        self._load(self.p["sim_seed"])
         self.create_subscription(TwistMsg, topics.CMD_VEL, self._on_cmd, 10)
+        self.create_subscription(UInt32, topics.SIM_SCENE, lambda m: self._load(m.data),
+                                 LATCHED_QOS)
         self.odom_pub = self.create_publisher(Odometry, topics.ODOM, 10)
         self.range_pub = self.create_publisher(Range, topics.RANGE, SENSOR_QOS)
         self.last = time.monotonic()
         self.create_timer(1.0 / self.p["rate_hz"], self._step)
-        self.get_logger().info(f"ready: scene {self.p['sim_seed']}, "
-                               f"{len(self.world.objects)} objects; its task: "
+        self.get_logger().info(f"ready: scene {self.seed}")
+
+    def _load(self, seed: int):
+        """Scene `seed`'s room with the robot at rest at its start pose. A command sent in
+        the old scene is dropped: it was meant for another room."""
+        scene = SceneSampler(seed=seed).sample()
+        self.world, self.seed = scene.world, seed
+        self.cmd, self.cmd_at = Twist(), 0.0
+        self.get_logger().info(f"scene {seed}: {len(self.world.objects)} objects; its task: "
                                f"{scene.task.instruction!r}")
 
     def _on_cmd(self, msg: TwistMsg) -> None:
