@@ -15,6 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from ..core.prompts import chat_messages
 from ..sim.camera import EgoCamera
 from ..sim.dataset import SceneSet, render_scenes
 from .vocabulary import IMAGE_SIDE, MERGE, PATCH, TEMPORAL
@@ -85,17 +86,15 @@ class Batcher:
     """Token batches of (instruction, image, answer) through the tokenizer's chat template."""
 
     def __init__(self, tokenizer, image_tokens: int):
-        from ..core.prompts import chat_messages
         self.tokenizer = tokenizer
         self.pad = tokenizer.pad_token_id
         self.image_token = tokenizer.convert_tokens_to_ids("<|image_pad|>")
         self.cache: dict[str, list[int]] = {}
-        self._messages = chat_messages
         self.image_tokens = image_tokens
 
     def prompt_ids(self, instruction: str) -> list[int]:
         if instruction not in self.cache:
-            text = self.tokenizer.apply_chat_template(self._messages(instruction, True),
+            text = self.tokenizer.apply_chat_template(chat_messages(instruction, True),
                                                       tokenize=False, add_generation_prompt=True)
             text = text.replace("<|image_pad|>", "<|image_pad|>" * self.image_tokens)
             self.cache[instruction] = self.tokenizer(text, add_special_tokens=False).input_ids

@@ -73,23 +73,15 @@ def greedy(model, prompt, image_token_id: int, max_new_tokens: int = 12) -> list
 
 def exit_only_model(model, layer: int, adapter):
     """A copy of `model` that stops after decoder layer `layer` and reads its answer through
-    the exit head (adapter + the shared norm and LM head): what the exit alone would say."""
+    the engine's exit head (adapter + the shared norm and LM head): what the exit alone would
+    say. The decoder's own final norm moves into the head, so `generate` works unchanged."""
     from ..core.exit_head import ExitHead
     short = copy.deepcopy(model)
     lm = short.model.language_model
     lm.layers = lm.layers[:layer + 1]
     short.config.text_config.num_hidden_layers = layer + 1
-    head = ExitHead(layer, lm.norm, short.lm_head, adapter)
-
-    class ExitNorm(torch.nn.Module):
-        def __init__(self, norm, adapter):
-            super().__init__()
-            self.norm, self.adapter = norm, adapter
-
-        def forward(self, hidden):
-            return self.norm(hidden + self.adapter(hidden)) if self.adapter is not None \
-                else self.norm(hidden)
-    lm.norm = ExitNorm(head.norm, adapter)
+    short.lm_head = ExitHead(layer, lm.norm, short.lm_head, adapter)
+    lm.norm = torch.nn.Identity()
     return short
 
 
