@@ -12,6 +12,7 @@ Subscribes  odom, image/compressed, cmd_vel, spec_vlm/request, spec_vlm/verdict,
 from __future__ import annotations
 
 import math
+from dataclasses import asdict
 import threading
 import time
 from pathlib import Path
@@ -27,6 +28,7 @@ from std_msgs.msg import String, UInt32
 import spec_vlm_control.msg as ros
 from spec_vlm_control import topics
 from spec_vlm_control.nodes.common import LATCHED_QOS, PROTOCOL_QOS, SENSOR_QOS
+from spec_vlm_control.nodes.convert import from_ros
 from spec_vlm_control.recording import Recorder
 from spec_vlm_control.sim.episode import Decision
 from spec_vlm_control.sim.world import Pose
@@ -38,13 +40,6 @@ STILL_FRAME_S = 0.3         # a frame this long after the plan ended shows the r
 
 def stamp_ns(stamp) -> int:
     return stamp.sec * 1_000_000_000 + stamp.nanosec
-
-
-def stats_dict(msg) -> dict:
-    """RequestStats as plain JSON-able values (its latencies arrive as an array.array)."""
-    stats = {name: getattr(msg, name) for name in msg.get_fields_and_field_types()}
-    stats["token_latencies_s"] = [float(t) for t in stats["token_latencies_s"]]
-    return stats
 
 
 class DemoDriver(Node):
@@ -177,7 +172,7 @@ class DemoDriver(Node):
         with self.changed:
             chunks = sorted(self.chunks.get(request_id, []), key=lambda c: c.seq)
             request = self.requests[request_id]
-            stats = stats_dict(self.stats[request_id]) if request_id in self.stats else {}
+            stats = asdict(from_ros(self.stats[request_id])) if request_id in self.stats else {}
             if stats:
                 stats["target_passes"] = len(self.passes.get(request_id, ()))
                 stats["target_passes_per_token"] = stats["target_passes"] / max(1, stats["tokens"])
