@@ -101,23 +101,8 @@ def calibrate(models, k: int, repeats: int = 20):
                  draft_pass=timed(draft, []), draft_token=0.0)
 
 
-def mode_setup(mode: str, k: int, max_new_tokens: int):
-    """(DecodingParams, EdgeConfig) of a decoding mode or a cloud-only baseline: `stream` is
-    cloud-led decoding with no drafts, `per_token` asks for one token per round trip."""
-    from ..core.edge import EdgeConfig
-    from ..core.protocol import MODES as MODE_IDS, DecodingParams
-    config = EdgeConfig()
-    if mode == "stream":
-        mode_id, config = MODE_IDS["cloud_led"], EdgeConfig(drafting=False)
-    elif mode == "per_token":
-        mode_id, k = MODE_IDS["plain"], 0
-    else:
-        mode_id = MODE_IDS[mode]
-    return DecodingParams(mode=mode_id, block_size=k, max_new_tokens=max_new_tokens), config
-
-
 def run_case(mode, agreement, models, args, costs=None, exit_adapters=None):
-    from ..core.decode import decode
+    from ..core.decode import decode, mode_setup
     from ..core.link import LinkEmulator
     from ..core.models.tiny import MixtureDraft
     target, draft_model, prompt, answer = models

@@ -184,6 +184,20 @@ def build(target: DecoderAdapter, draft: DecoderAdapter, prompt: Prompt,
     return edge, cloud
 
 
+def mode_setup(mode: str, k: int, max_new_tokens: int) -> tuple[DecodingParams, EdgeConfig]:
+    """(DecodingParams, EdgeConfig) of a decoding mode or a cloud-only baseline: `stream` is
+    cloud-led decoding with no drafts, `per_token` asks for one token per round trip."""
+    from .protocol import MODES as MODE_IDS
+    config = EdgeConfig()
+    if mode == "stream":
+        mode_id, config = MODE_IDS["cloud_led"], EdgeConfig(drafting=False)
+    elif mode == "per_token":
+        mode_id, k = MODE_IDS["plain"], 0
+    else:
+        mode_id = MODE_IDS[mode]
+    return DecodingParams(mode=mode_id, block_size=k, max_new_tokens=max_new_tokens), config
+
+
 def decode(target: DecoderAdapter, draft: DecoderAdapter, prompt: Prompt,
            params: DecodingParams, *, uplink=None, downlink=None, **options) -> Outcome:
     """One request end to end (see `build` for the options)."""

@@ -19,8 +19,7 @@ def replay(target, draft, decision, mode: str, block_size: int, max_new_tokens: 
     """Stats of one decision decoded again in `mode` (a mode name or a baseline). The
     speculative mode replayed the same way is the like-for-like figure beside the
     baselines: the live one also pays for processes sharing the machine."""
-    from ..commands.bench import mode_setup
-    from ..core.decode import decode
+    from ..core.decode import decode, mode_setup
     from ..core.link import LinkEmulator
     from ..core.prompts import request_prompt
     request = DecodeRequest("replay", decision.request_id, decision.instruction,
