@@ -30,7 +30,8 @@ def node_modules() -> dict[str, str]:
 def table(module: str) -> str:
     parameters = importlib.import_module(module).PARAMETERS
     rows = ["| parameter | default | meaning |", "|---|---|---|"]
-    for name, (default, text) in parameters.items():
+    for name, entry in parameters.items():
+        default, text = entry[0], entry[1] + (f" ({entry[2]})" if len(entry) > 2 else "")
         shown = repr(default) if isinstance(default, (str, list)) else str(default).lower() \
             if isinstance(default, bool) else str(default)
         rows.append(f"| `{name}` | `{shown}` | {text} |")
