@@ -1,7 +1,7 @@
 """The edge-cloud link across sites: protocol messages as serialized CDR over zenoh.
 
-Pure (no ROS): key expressions, the zenoh session configuration with its security check,
-and a delay line that plays the link emulator (core/link.py) on real time. The bridge node
+Pure (no ROS): key expressions, the zenoh session configuration with its security checks
+and access-control rules (docs/security.md), and a delay line that plays the link emulator (core/link.py) on real time. The bridge node
 feeds it the raw bytes of ROS messages and publishes what comes out, never re-encoding.
 
 Key expressions: spec_vlm/<robot_id>/up/<topic> (edge -> cloud) and
@@ -66,17 +66,75 @@ def check_endpoints(endpoints: list[str], allow_insecure: bool) -> None:
                 "with certificates, or set allow_insecure:=true for a trusted network.")
 
 
+def tls_endpoints(endpoints: list[str]) -> bool:
+    return any(endpoint.startswith(("tls/", "quic/")) for endpoint in endpoints)
+
+
+def check_credentials(path: str) -> None:
+    """A zenoh credentials dictionary holds one `user:password` a line; checked here so that
+    a malformed file is one clear line at startup, not a zenoh error."""
+    users = 0
+    with open(path) as dictionary:
+        for number, line in enumerate(dictionary, 1):
+            if not line.strip():
+                continue
+            user, colon, password = line.strip().partition(":")
+            if not colon or not user.strip() or not password.strip():
+                raise ValueError(f"{path} line {number}: expected user:password")
+            users += 1
+    if not users:
+        raise ValueError(f"{path} holds no user:password line")
+
+
+def access_control(robots: list[str], usernames: bool, cert_common_names: bool) -> dict:
+    """Zenoh access-control rules for the cloud's side of the link: each robot, known by its
+    zenoh user name or its certificate's common name (both equal to its robot_id), may put
+    only under its own `up` keys and subscribe only to its own `down` keys; everything else
+    (another robot's keys, any `down` put from a robot) is denied. Applied on the session the
+    robots connect to, so only that session (the cloud) sends `down` messages to a robot."""
+    if not (usernames or cert_common_names):
+        raise ValueError("access control needs robots to authenticate: set credentials_file "
+                         "(user/password) or mutual TLS (certificate common names)")
+    rules, subjects, policies = [], [], []
+    for robot in robots:
+        key(robot, "up", "x")                     # robot ids must be plain key chunks
+        up, down = f"{ROOT}/{robot}/up/*", f"{ROOT}/{robot}/down/*"
+        allowed = {f"{robot}-up": ("put", "ingress", up),
+                   f"{robot}-up-subscriber": ("declare_subscriber", "egress", up),
+                   f"{robot}-down": ("put", "egress", down),
+                   f"{robot}-down-subscriber": ("declare_subscriber", "ingress", down)}
+        rules += [{"id": rule, "messages": [message], "flows": [flow], "permission": "allow",
+                   "key_exprs": [key_expr]}
+                  for rule, (message, flow, key_expr) in allowed.items()]
+        identities = ([{"id": f"{robot}-user", "usernames": [robot]}] if usernames else []) + (
+            [{"id": f"{robot}-cert", "cert_common_names": [robot]}] if cert_common_names else [])
+        subjects += identities
+        policies.append({"id": robot, "rules": list(allowed),
+                         "subjects": [s["id"] for s in identities]})
+    return {"enabled": True, "default_permission": "deny", "rules": rules,
+            "subjects": subjects, "policies": policies}
+
+
 @dataclass
 class LinkSettings:
+    """One side of the link. TLS: the listening side presents `tls_certificate`; the
+    connecting side checks it against `tls_root_ca`. With `tls_mutual` the connecting side
+    presents its certificate too and the listening side checks it against its `tls_root_ca`.
+    User/password: the connecting side sends `user` and the password read from
+    `password_file`; the listening side checks them against `credentials_file`."""
+
     mode: str = "peer"                       # peer | client
     connect: list[str] = field(default_factory=list)
     listen: list[str] = field(default_factory=list)
     allow_insecure: bool = False
     tls_root_ca: str = ""                    # PEM file of the CA that signs the peer
-    tls_certificate: str = ""                # our certificate (mutual TLS), PEM
+    tls_certificate: str = ""                # this side's certificate, PEM
     tls_private_key: str = ""
+    tls_mutual: bool = True                  # both sides present certificates
     user: str = ""
     password_file: str = ""                  # file holding the password (never a parameter)
+    credentials_file: str = ""               # user:password lines the listening side accepts
+    robots: list[str] = field(default_factory=list)   # access control: who may use which keys
 
     def zenoh_config(self) -> zenoh.Config:
         if self.mode not in ("peer", "client"):
@@ -84,29 +142,55 @@ class LinkSettings:
         if self.mode == "client" and not self.connect:
             raise ValueError("client mode needs at least one connect endpoint (the router)")
         check_endpoints(self.connect + self.listen, self.allow_insecure)
-        config = zenoh.Config()
         settings = {"mode": self.mode, "connect/endpoints": self.connect,
                     "listen/endpoints": self.listen,
                     "scouting/multicast/enabled": False,
                     "scouting/gossip/enabled": False}
-        tls = {"root_ca_certificate": self.tls_root_ca,
-               "connect_certificate": self.tls_certificate,
-               "connect_private_key": self.tls_private_key,
-               "listen_certificate": self.tls_certificate,
-               "listen_private_key": self.tls_private_key}
-        for name, value in tls.items():
-            if value:
-                settings[f"transport/link/tls/{name}"] = value
-        if self.tls_certificate:
-            settings["transport/link/tls/enable_mtls"] = True
+        settings.update(self._tls())
         if self.user:
+            if not self.password_file:
+                raise ValueError(f"user {self.user!r} needs password_file")
             with open(self.password_file) as secret:
                 password = secret.read().strip()
+            if not password:
+                raise ValueError(f"password_file {self.password_file} is empty")
             settings["transport/auth/usrpwd/user"] = self.user
             settings["transport/auth/usrpwd/password"] = password
+        if self.credentials_file:
+            check_credentials(self.credentials_file)
+            settings["transport/auth/usrpwd/dictionary_file"] = self.credentials_file
+        if self.robots:
+            settings["access_control"] = access_control(
+                self.robots, usernames=bool(self.credentials_file),
+                cert_common_names=self.tls_mutual and tls_endpoints(self.listen))
+        config = zenoh.Config()
         for path, value in settings.items():
             config.insert_json5(path, json.dumps(value))
         return config
+
+    def _tls(self) -> dict:
+        """zenoh's TLS settings, after checking that each side has the files its role needs."""
+        listens, connects = tls_endpoints(self.listen), tls_endpoints(self.connect)
+        needed = {"tls_root_ca": connects or (listens and self.tls_mutual),
+                  "tls_certificate": listens or (connects and self.tls_mutual)}
+        needed["tls_private_key"] = needed["tls_certificate"]
+        for name, need in needed.items():
+            if need and not getattr(self, name):
+                raise ValueError(f"{name} must be set for a tls/ endpoint"
+                                 + (" with tls_mutual" if self.tls_mutual else ""))
+            if getattr(self, name):
+                with open(getattr(self, name)):
+                    pass                        # a missing file: one clear OSError line
+        if not (listens or connects):
+            return {}
+        tls = {"root_ca_certificate": self.tls_root_ca, "enable_mtls": self.tls_mutual}
+        if listens:
+            tls.update(listen_certificate=self.tls_certificate,
+                       listen_private_key=self.tls_private_key)
+        if connects and self.tls_mutual:
+            tls.update(connect_certificate=self.tls_certificate,
+                       connect_private_key=self.tls_private_key)
+        return {f"transport/link/tls/{name}": value for name, value in tls.items() if value != ""}
 
 
 class DelayLine:

@@ -59,3 +59,27 @@ def test_delay_line_delays_and_drops_like_the_emulator():
     time.sleep(0.05)
     line.close()
     assert lossy == []
+
+
+def test_tls_roles_pick_server_or_mutual_authentication(tmp_path):
+    pem = tmp_path / "x.pem"
+    pem.write_text("")
+    cloud = LinkSettings(listen=["tls/127.0.0.1:7447"], tls_certificate=str(pem),
+                         tls_private_key=str(pem), tls_mutual=False).zenoh_config()
+    assert cloud.get_json("transport/link/tls/enable_mtls") == "false"
+    robot = LinkSettings(connect=["tls/127.0.0.1:7447"], tls_root_ca=str(pem),
+                         tls_mutual=False).zenoh_config()
+    assert robot.get_json("transport/link/tls/connect_certificate") == "null"
+    with pytest.raises(ValueError, match="tls_certificate must be set"):
+        LinkSettings(connect=["tls/127.0.0.1:7447"], tls_root_ca=str(pem)).zenoh_config()
+    with pytest.raises(ValueError, match="tls_root_ca must be set"):
+        LinkSettings(listen=["tls/127.0.0.1:7447"], tls_certificate=str(pem),
+                     tls_private_key=str(pem)).zenoh_config()
+
+
+def test_credentials_dictionary_is_checked_line_by_line(tmp_path):
+    dictionary = tmp_path / "credentials"
+    dictionary.write_text("go2-a:secret\n\ngo2-b\n")
+    with pytest.raises(ValueError, match="line 3: expected user:password"):
+        LinkSettings(listen=["tcp/127.0.0.1:7447"],
+                     credentials_file=str(dictionary)).zenoh_config()
