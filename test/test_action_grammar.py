@@ -50,6 +50,10 @@ def test_parse_valid_steps(text, expected):
     ("forward 1 2", "malformed"),
     ("forward1", "malformed"),
     ("", "malformed"),
+    ("forward \uff11", "malformed"),     # the language is ASCII: no full-width digits,
+    ("forward \u0661", "malformed"),     # no Arabic-Indic digits,
+    ("forward\u00a01", "malformed"),     # no Unicode spaces
+    ("\u3000stop", "malformed"),
 ])
 def test_parse_rejects(text, reason):
     with pytest.raises(PlanError, match=reason):
@@ -77,6 +81,7 @@ def test_viable_prefixes(text):
 
 @pytest.mark.parametrize("text", ["x", "jum", "forwardd", "stop 1", "forward -", "forward 1x",
                                   "forward 1. ", "forward 1 2", "sit now",
-                                  "turn_left " + "1" * 40])
+                                  "turn_left " + "1" * 40, "forward\u3000", "forward \uff11",
+                                  "\u2003"])
 def test_dead_prefixes(text):
     assert not is_viable_prefix(text)

@@ -7,8 +7,10 @@ plain decimal number::
 
 Verbs and units: `forward`/`back`/`left`/`right` take metres, `turn_left`/`turn_right`
 take degrees, `stop`/`stand`/`sit` take no value. Numbers are unsigned decimals
-(`\\d+` or `\\d+.\\d+`): no sign, exponent, `nan` or `inf`, so the direction lives in the
-verb only and a value can never be non-finite. Lower case only. Whitespace is free.
+(`[0-9]+` or `[0-9]+.[0-9]+`): no sign, exponent, `nan` or `inf`, so the direction lives in
+the verb only and a value can never be non-finite. Lower case only. Whitespace (space, tab,
+newline) is free. The language is ASCII: Python's `\\d` and `\\s` would also match
+full-width digits and Unicode spaces, which `float` then reads as numbers.
 
 The grammar is kept small and regular so that a prefix of a step can be judged
 viable or dead before its terminator arrives (garbage stops the robot early), and
@@ -49,12 +51,26 @@ MAX_STEP_CHARS = 40
 # The formatter's resolution: centimetres and hundredths of a degree.
 DECIMALS = 2
 
-_STEP = re.compile(r"([a-z_]+)(?:\s+(\d+(?:\.\d+)?))?")
-_NUMBER_PREFIX = re.compile(r"\d+(?:\.\d*)?")
+# The whitespace of the language, for `str.strip` (whose default strips Unicode spaces too).
+SPACE = " \t\r\n"
+# Text quoted in an error message is cut to this many characters: a rejected chunk never
+# reaches plan_status, diagnostics or the log whole.
+QUOTED_CHARS = 80
+
+_STEP = re.compile(r"([a-z_]+)(?:[ \t\r\n]+([0-9]+(?:\.[0-9]+)?))?")
+_NUMBER_PREFIX = re.compile(r"[0-9]+(?:\.[0-9]*)?")
+_SPACES = re.compile(r"[ \t\r\n]+")
 
 
 class PlanError(ValueError):
     """A step that must not be executed (malformed, unknown verb, out of range)."""
+
+
+def quoted(text: str) -> str:
+    """`text` as quoted in an error message: repr, cut to QUOTED_CHARS with a marker."""
+    if len(text) <= QUOTED_CHARS:
+        return repr(text)
+    return f"{text[:QUOTED_CHARS]!r}... ({len(text)} chars)"
 
 
 @dataclass(frozen=True)
@@ -83,7 +99,7 @@ class ActionLimits:
 
 def _check_shape(step: Step) -> None:
     if step.verb not in VERBS:
-        raise PlanError(f"unknown verb {step.verb!r}")
+        raise PlanError(f"unknown verb {quoted(step.verb)}")
     unit = VERBS[step.verb]
     if unit is None:
         if step.value is not None:
@@ -127,10 +143,10 @@ def within_limits(step: Step, limits: ActionLimits) -> tuple[Step, Optional[str]
 
 def parse_step(text: str, limits: ActionLimits = ActionLimits()) -> tuple[Step, Optional[str]]:
     """One step's text (without separator) -> (step, clamp note or None)."""
-    body = text.strip()
+    body = text.strip(SPACE)
     match = _STEP.fullmatch(body)
     if match is None:
-        raise PlanError(f"malformed step {body!r}")
+        raise PlanError(f"malformed step {quoted(body)}")
     verb, number = match.groups()
     step = Step(verb, None if number is None else float(number))
     _check_shape(step)
@@ -142,15 +158,16 @@ def is_viable_prefix(text: str) -> bool:
 
     Lets the parser reject garbage as soon as it appears rather than at the next `;`.
     """
-    body = text.lstrip()
+    body = text.lstrip(SPACE)
     if len(body) > MAX_STEP_CHARS:
         return False
-    words = body.split()
-    if not words:
+    if not body:
         return True
+    words = _SPACES.split(body.rstrip(SPACE))
+    closed = body[-1] in SPACE
     if len(words) > 2:
         return False
-    verb_closed = len(words) == 2 or body[-1].isspace()
+    verb_closed = len(words) == 2 or closed
     if not verb_closed:
         return any(v.startswith(words[0]) for v in VERBS)
     if words[0] not in VERBS:
@@ -159,7 +176,6 @@ def is_viable_prefix(text: str) -> bool:
         return True
     if VERBS[words[0]] is None:
         return False
-    number_closed = body[-1].isspace()
-    if number_closed:
-        return _STEP.fullmatch(body.strip()) is not None
+    if closed:
+        return _STEP.fullmatch(body.strip(SPACE)) is not None
     return _NUMBER_PREFIX.fullmatch(words[1]) is not None

@@ -11,7 +11,8 @@ without waiting for its terminator.
 """
 from __future__ import annotations
 
-from .grammar import SEPARATOR, ActionLimits, PlanError, Step, is_viable_prefix, parse_step
+from .grammar import (SEPARATOR, SPACE, ActionLimits, PlanError, Step, is_viable_prefix,
+                      parse_step, quoted)
 
 
 class PlanStream:
@@ -42,9 +43,11 @@ class PlanStream:
         *complete, self.pending = (self.pending + delta).split(SEPARATOR)
         if final:
             self.closed = True
-            if self.pending.strip():
+            if self.pending.strip(SPACE):
                 complete.append(self.pending)
             self.pending = ""
+        # Leading whitespace means nothing: dropping it keeps `pending` within a step's length.
+        self.pending = self.pending.lstrip(SPACE)
         steps = []
         for text in complete:
             step, note = parse_step(text, self.limits)
@@ -52,5 +55,5 @@ class PlanStream:
                 self.notes.append(note)
             steps.append(step)
         if not is_viable_prefix(self.pending):
-            raise PlanError(f"malformed step {self.pending.strip()!r}")
+            raise PlanError(f"malformed step {quoted(self.pending.strip(SPACE))}")
         return steps

@@ -3,8 +3,9 @@
 One plan at a time, keyed by request id. Each chunk of verified text is parsed as it
 arrives; complete steps queue on the executor, which starts the first one at once
 (see `on_chunk`) while later ones are still being decoded. Every way a plan can go wrong —
-a bad step, a lost chunk, a too-old camera frame, e-stop, link failure, an obstacle —
-ends it the same way: clear the executor, stop the backend now, report why.
+a bad step, a lost chunk, a too-old or future camera frame, too much text, e-stop, link
+failure, an obstacle — ends it the same way: clear the executor, stop the backend now,
+report why. A plan runs at most once: chunks of a request that has ended are ignored.
 
 The ROS node is a thin adapter over this class: it converts messages to the calls
 below, calls `tick()` from a timer, and publishes `events` and `incidents`.
@@ -38,14 +39,30 @@ class Level(IntEnum):
     ERROR = 2
 
 
+NS_PER_S = 1_000_000_000
+
+
 @dataclass(frozen=True)
 class VerifiedChunk:
-    """Mirrors spec_vlm_control/VerifiedTokens, with the frame's age computed by the node."""
+    """Mirrors spec_vlm_control/VerifiedTokens: the frame stamp as sent, and the local clock
+    (the same clock as the stamp's: camera, edge and controller share the robot's host) when
+    the chunk arrived."""
     request_id: int
     seq: int
     text_delta: str
     final: bool
-    frame_age_s: float
+    stamp_sec: int
+    stamp_nanosec: int
+    received_ns: int
+
+    @property
+    def stamp_valid(self) -> bool:
+        return self.stamp_sec >= 0 and 0 <= self.stamp_nanosec < NS_PER_S
+
+    @property
+    def frame_age_s(self) -> float:
+        """Negative for a stamp from the future."""
+        return (self.received_ns - self.stamp_sec * NS_PER_S - self.stamp_nanosec) / NS_PER_S
 
 
 @dataclass(frozen=True)
@@ -69,6 +86,9 @@ class ControllerConfig:
     rate_hz: float = 20.0
     watchdog_timeout_s: float = 0.2
     max_frame_age_s: float = 1.0
+    max_clock_skew_s: float = 0.05
+    max_plan_chars: int = 256
+    recent_plans: int = 256
     obstacle_stop_m: float = 0.4
     obstacle_max_age_s: float = 0.5
 
@@ -79,15 +99,10 @@ class Plan:
     stream: PlanStream
     frame_time: float       # monotonic time at which the frame was captured
     next_seq: int = 0
+    chars: int = 0          # text received so far
     steps: int = 0
     final: bool = False
     started: bool = False
-
-
-# Later chunks of recently ended plans are ignored. A chunk 0 always opens a plan, even
-# with a used id (a restarted edge counts from 1 again); a replayed old one is caught by
-# the frame-age check.
-RECENT_REQUESTS = 64
 
 
 @dataclass(frozen=True)
@@ -110,7 +125,11 @@ class Controller:
         self.watchdog = Watchdog(self.config.watchdog_timeout_s, self.backend.stop)
         self.obstacle = ObstacleGate(self.config.obstacle_stop_m, self.config.obstacle_max_age_s)
         self.plan: Optional[Plan] = None
-        self.ended: deque[int] = deque(maxlen=RECENT_REQUESTS)
+        # The request ids of the last `recent_plans` ended plans, oldest first, and as a set
+        # for lookups: any chunk of one of them, chunk 0 included, is ignored (at most once;
+        # a restarted edge draws new ids, see core.protocol.RequestIds).
+        self.ended: deque[int] = deque()
+        self.ended_set: set[int] = set()
         self.estop = False
         self.link_failed = False
         self.sent = STOP
@@ -121,8 +140,11 @@ class Controller:
         """Take a chunk of verified text. True when a verified step now waits and none
         runs: the caller should tick at once rather than at the next period, so that a
         step starts as soon as it is verified."""
-        if chunk.request_id in self.ended and chunk.seq != 0:
-            return False  # the rest of a plan that has ended
+        if chunk.request_id in self.ended_set:
+            if chunk.seq == 0:
+                self._incident(Level.WARN, f"request {chunk.request_id} has ended: its "
+                                           "repeated chunk 0 is ignored")
+            return False  # a plan runs at most once
         if self.plan is None or chunk.request_id != self.plan.request_id:
             if self.plan is not None:
                 self._end(PlanStatus.PREEMPTED, f"preempted by request {chunk.request_id}", now)
@@ -139,6 +161,12 @@ class Controller:
             self._end(PlanStatus.REJECTED, f"lost chunks {plan.next_seq}..{chunk.seq - 1}", now)
             return False
         plan.next_seq += 1
+        plan.chars += len(chunk.text_delta)
+        if plan.chars > self.config.max_plan_chars:
+            # Checked before parsing: an oversized chunk is never split or scanned.
+            self._end(PlanStatus.REJECTED, f"plan text longer than "
+                                           f"{self.config.max_plan_chars} characters", now)
+            return False
         try:
             steps = plan.stream.feed(chunk.text_delta, chunk.final)
         except PlanError as error:
@@ -246,8 +274,15 @@ class Controller:
             return "decode link failed"
         if chunk.seq != 0:
             return f"plan starts at chunk {chunk.seq}, not 0"
-        if chunk.frame_age_s > self.config.max_frame_age_s:
-            return self._too_old(chunk.frame_age_s)
+        if not chunk.stamp_valid:
+            return (f"invalid frame stamp (sec {chunk.stamp_sec}, "
+                    f"nanosec {chunk.stamp_nanosec})")
+        age = chunk.frame_age_s
+        if age < -self.config.max_clock_skew_s:
+            return (f"frame stamp {-age:.2f} s in the future "
+                    f"(clock skew limit {self.config.max_clock_skew_s:.2f} s)")
+        if age > self.config.max_frame_age_s:
+            return self._too_old(age)
         return None
 
     def _too_old(self, age: float) -> str:
@@ -264,6 +299,9 @@ class Controller:
         if plan is None:
             return
         self.ended.append(plan.request_id)
+        self.ended_set.add(plan.request_id)
+        if len(self.ended) > self.config.recent_plans:
+            self.ended_set.discard(self.ended.popleft())
         self.events.append(PlanEvent(plan.request_id, status, detail))
         if status in (PlanStatus.REJECTED, PlanStatus.PREEMPTED):
             level = Level.ERROR if status is PlanStatus.REJECTED else Level.WARN

@@ -17,8 +17,7 @@ import time
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from geometry_msgs.msg import Twist
 from rclpy.node import Node
-from rclpy.time import Time
-from sensor_msgs.msg import Range
+from sensor_msgs.msg import Range as RangeReading
 from std_msgs.msg import Bool
 
 from spec_vlm_control import topics
@@ -28,34 +27,55 @@ from spec_vlm_control.control.controller import (Controller, ControllerConfig, I
                                                  VerifiedChunk)
 from spec_vlm_control.control.motion import MotionLimits
 from spec_vlm_control.msg import PlanStatus, VerifiedTokens
-from spec_vlm_control.nodes.common import (LATCHED_QOS, PROTOCOL_QOS, SENSOR_QOS,
-                                           declare_parameters, spin)
+from spec_vlm_control.nodes.common import (LATCHED_QOS, PROTOCOL_QOS, SENSOR_QOS, ConfigError,
+                                           OneOf, Range, declare_parameters, spin)
 
-# name -> (default, description); config/controller.yaml lists the same keys.
+# name -> (default, description, allowed values); config/controller.yaml lists the same keys.
 PARAMETERS = {
     "backend": ("twist", "where commands go: 'twist' (geometry_msgs/Twist on cmd_vel) or "
-                         "'unitree' (unitree_sdk2py SportClient)"),
-    "control_rate_hz": (20.0, "control loop rate; cmd_vel / Move are sent at this rate"),
-    "watchdog_timeout_s": (0.2, "stop when no fresh motion command was sent for this long"),
+                         "'unitree' (unitree_sdk2py SportClient)", OneOf(("twist", "unitree"))),
+    "control_rate_hz": (20.0, "control loop rate; cmd_vel / Move are sent at this rate",
+                        Range(0.0, 1000.0, low_open=True)),
+    "watchdog_timeout_s": (0.2, "stop when no fresh motion command was sent for this long "
+                                "(more than 4/3 of the control period)",
+                           Range(0.0, 10.0, low_open=True)),
     "max_frame_age_s": (1.0, "a plan whose camera frame is older than this when its first "
-                             "step is ready is not executed"),
-    "max_distance_m": (3.0, "largest distance of one forward/back/left/right step"),
-    "max_turn_deg": (180.0, "largest angle of one turn_left/turn_right step"),
+                             "step is ready is not executed", Range(0.0, 60.0, low_open=True)),
+    "max_clock_skew_s": (0.05, "a plan whose camera frame is stamped further than this in the "
+                               "future (camera, edge and controller share the robot's clock) "
+                               "is not executed", Range(0.0, 10.0)),
+    "max_plan_chars": (256, "a plan with more text than this is not executed (32 tokens "
+                            "decode to about 12 steps of at most 20 characters)",
+                       Range(1, 65536)),
+    "recent_plans": (256, "how many ended plans are remembered so that a repeated message "
+                          "never runs one again", Range(1, 65536)),
+    "max_distance_m": (3.0, "largest distance of one forward/back/left/right step",
+                       Range(0.0, 100.0, low_open=True)),
+    "max_turn_deg": (180.0, "largest angle of one turn_left/turn_right step",
+                     Range(0.0, 360.0, low_open=True)),
     "clamp_out_of_range": (False, "clamp out-of-range values to the limit instead of "
                                   "rejecting the plan"),
-    "linear_speed_mps": (0.4, "cruise speed of forward/back steps"),
-    "lateral_speed_mps": (0.3, "cruise speed of left/right steps"),
-    "yaw_rate_dps": (60.0, "cruise yaw rate of turn steps"),
-    "linear_accel_mps2": (1.0, "acceleration limit (x and y); stopping is never limited"),
-    "yaw_accel_dps2": (180.0, "yaw acceleration limit; stopping is never limited"),
-    "max_step_s": (10.0, "longest time one step may run"),
-    "posture_s": (2.0, "how long stand/sit hold still for the posture change"),
-    "obstacle_stop_m": (0.4, "forward motion stops when the range ahead is shorter"),
-    "obstacle_max_age_s": (0.5, "range readings older than this are ignored"),
-    "diagnostics_period_s": (1.0, "period of the diagnostics summary"),
+    "linear_speed_mps": (0.4, "cruise speed of forward/back steps",
+                         Range(0.0, 5.0, low_open=True)),
+    "lateral_speed_mps": (0.3, "cruise speed of left/right steps", Range(0.0, 5.0, low_open=True)),
+    "yaw_rate_dps": (60.0, "cruise yaw rate of turn steps", Range(0.0, 720.0, low_open=True)),
+    "linear_accel_mps2": (1.0, "acceleration limit (x and y); stopping is never limited",
+                          Range(0.0, 20.0, low_open=True)),
+    "yaw_accel_dps2": (180.0, "yaw acceleration limit; stopping is never limited",
+                       Range(0.0, 3600.0, low_open=True)),
+    "max_step_s": (10.0, "longest time one step may run", Range(0.0, 600.0, low_open=True)),
+    "posture_s": (2.0, "how long stand/sit hold still for the posture change",
+                  Range(0.0, 60.0)),
+    "obstacle_stop_m": (0.4, "forward motion stops when the range ahead is shorter (0: never)",
+                        Range(0.0, 10.0)),
+    "obstacle_max_age_s": (0.5, "range readings older than this are ignored",
+                           Range(0.0, 60.0, low_open=True)),
+    "diagnostics_period_s": (1.0, "period of the diagnostics summary",
+                             Range(0.01, 3600.0)),
     "unitree_interface": ("eth0", "network interface of the robot (backend 'unitree')"),
-    "unitree_domain_id": (0, "DDS domain of the robot (backend 'unitree')"),
-    "unitree_timeout_s": (1.0, "SportClient reply timeout (backend 'unitree')"),
+    "unitree_domain_id": (0, "DDS domain of the robot (backend 'unitree')", Range(0, 232)),
+    "unitree_timeout_s": (1.0, "SportClient reply timeout (backend 'unitree')",
+                          Range(0.0, 60.0, low_open=True)),
 }
 
 DIAGNOSTIC_LEVELS = {Level.OK: DiagnosticStatus.OK, Level.WARN: DiagnosticStatus.WARN,
@@ -66,6 +86,13 @@ class ControllerNode(Node):
     def __init__(self):
         super().__init__("controller")
         p = declare_parameters(self, PARAMETERS)
+        period_s = 1.0 / p["control_rate_hz"]
+        if 0.75 * p["watchdog_timeout_s"] <= period_s:
+            # A command is valid for 3/4 of the timeout: a shorter one lapses between periods
+            # and the robot alternates stop and go.
+            raise ConfigError(f"parameter 'watchdog_timeout_s' = {p['watchdog_timeout_s']!r}: "
+                              f"must be > {period_s / 0.75:g} (4/3 of the control period at "
+                              f"control_rate_hz {p['control_rate_hz']:g})")
         config = ControllerConfig(
             action=ActionLimits(max_distance_m=p["max_distance_m"],
                                 max_turn_deg=p["max_turn_deg"],
@@ -77,7 +104,9 @@ class ControllerNode(Node):
                                 yaw_accel=math.radians(p["yaw_accel_dps2"]),
                                 max_step_s=p["max_step_s"], posture_s=p["posture_s"]),
             rate_hz=p["control_rate_hz"], watchdog_timeout_s=p["watchdog_timeout_s"],
-            max_frame_age_s=p["max_frame_age_s"], obstacle_stop_m=p["obstacle_stop_m"],
+            max_frame_age_s=p["max_frame_age_s"], max_clock_skew_s=p["max_clock_skew_s"],
+            max_plan_chars=p["max_plan_chars"], recent_plans=p["recent_plans"],
+            obstacle_stop_m=p["obstacle_stop_m"],
             obstacle_max_age_s=p["obstacle_max_age_s"])
         self.cmd_vel = self.create_publisher(Twist, topics.CMD_VEL, 10)
         self.status_pub = self.create_publisher(PlanStatus, topics.PLAN_STATUS, PROTOCOL_QOS)
@@ -90,20 +119,18 @@ class ControllerNode(Node):
                                  PROTOCOL_QOS)
         self.create_subscription(Bool, topics.ESTOP, self.on_estop, LATCHED_QOS)
         self.create_subscription(Bool, topics.LINK_FAILED, self.on_link, LATCHED_QOS)
-        self.create_subscription(Range, topics.RANGE, self.on_range, SENSOR_QOS)
+        self.create_subscription(RangeReading, topics.RANGE, self.on_range, SENSOR_QOS)
         self.create_timer(1.0 / config.rate_hz, self.on_tick)
         self.create_timer(p["diagnostics_period_s"], self.publish_health)
         self.get_logger().info(f"controller ready: backend {self.core.backend.name}, "
                                f"{config.rate_hz:g} Hz")
 
     def _backend(self, p: dict) -> Backend:
-        if p["backend"] == "twist":
-            return TwistBackend(self._publish_twist)
         if p["backend"] == "unitree":
             from spec_vlm_control.control.unitree import UnitreeBackend
             return UnitreeBackend.connect(p["unitree_interface"], p["unitree_domain_id"],
                                           p["unitree_timeout_s"])
-        raise ValueError(f"unknown backend {p['backend']!r} (twist or unitree)")
+        return TwistBackend(self._publish_twist)
 
     def _publish_twist(self, vx: float, vy: float, vyaw: float) -> None:
         msg = Twist()
@@ -113,9 +140,10 @@ class ControllerNode(Node):
     # -- inputs: convert, hand to the core, publish what it reports -----------------------
 
     def on_tokens(self, msg: VerifiedTokens) -> None:
-        age = (self.get_clock().now() - Time.from_msg(msg.header.stamp)).nanoseconds * 1e-9
-        if self.core.on_chunk(VerifiedChunk(msg.request_id, msg.seq, msg.text_delta, msg.final,
-                                            age), time.monotonic()):
+        stamp = msg.header.stamp
+        chunk = VerifiedChunk(msg.request_id, msg.seq, msg.text_delta, msg.final, stamp.sec,
+                              stamp.nanosec, self.get_clock().now().nanoseconds)
+        if self.core.on_chunk(chunk, time.monotonic()):
             self.on_tick()
         else:
             self.flush()
@@ -128,7 +156,7 @@ class ControllerNode(Node):
         self.core.on_link(msg.data, time.monotonic())
         self.flush()
 
-    def on_range(self, msg: Range) -> None:
+    def on_range(self, msg: RangeReading) -> None:
         self.core.on_range(msg.range, time.monotonic())
         self.flush()
 
