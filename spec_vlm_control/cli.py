@@ -3,12 +3,19 @@
 Each subcommand lives in `spec_vlm_control.commands.<module>` with two functions,
 `configure(parser)` and `run(args) -> int`, and is imported only when it runs, so
 `spec-vlm --help` stays fast and a broken optional dependency breaks only its command.
+
+Errors in what the user gave (options, files, models: core.user_errors.UserError) end here
+as one line on stderr and exit status 2, as argparse does for a bad command line; a bug keeps
+its traceback.
 """
 from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
+
+from .core.user_errors import USER_ERROR_STATUS, UserError, one_line
 
 # name -> (module, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
@@ -28,11 +35,22 @@ COMMANDS: dict[str, tuple[str, str]] = {
 }
 
 
+EXIT_STATUS = ("exit status: 0 done; 1 the run failed; 2 a bad option, file or model "
+               "(one line on stderr naming it)")
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse that reports a bad command line in one line (no usage block)."""
+
+    def error(self, message: str):
+        self.exit(USER_ERROR_STATUS, f"{self.prog}: {message} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="spec-vlm", description=__doc__.splitlines()[0])
+    parser = Parser(prog="spec-vlm", description=__doc__.splitlines()[0], epilog=EXIT_STATUS)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name, (module, help_text) in COMMANDS.items():
-        cmd = sub.add_parser(name, help=help_text, description=help_text)
+        cmd = sub.add_parser(name, help=help_text, description=help_text, epilog=EXIT_STATUS)
         cmd.set_defaults(_module=module)
         importlib.import_module(module).configure(cmd)
     return parser
@@ -40,7 +58,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    return int(importlib.import_module(args._module).run(args) or 0)
+    # transformers' weight-loading bars would bury a one-line error; the commands show their own
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    try:
+        return int(importlib.import_module(args._module).run(args) or 0)
+    except UserError as error:
+        print(f"spec-vlm {args.command}: {one_line(error)}", file=sys.stderr)
+        return USER_ERROR_STATUS
 
 
 if __name__ == "__main__":

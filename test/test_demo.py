@@ -122,10 +122,10 @@ def test_a_graph_that_cannot_start_is_torn_down_with_a_clear_message(tiny_pair, 
     broken = tmp_path / "broken"
     broken.mkdir()
     (broken / "target").symlink_to(tiny_pair / "draft")
-    (broken / "draft").mkdir()                        # no model in it: the edge cannot load
+    (broken / "draft").mkdir()                        # no model in it: refused before the graph
     result = demo("--quick", "--models", broken, "--out", tmp_path / "out", timeout=120)
-    assert result.returncode == 1
-    assert "the graph failed" in result.stderr and "edge exited" in result.stderr
+    assert result.returncode == 2
+    assert "no config.json" in result.stderr and "starting the graph" not in result.stdout
     assert not processes_mentioning(str(broken))
 
 

@@ -18,25 +18,30 @@ import statistics
 import time
 from pathlib import Path
 
+from ..core.user_errors import UserError, blame
+from . import count, number
+
 MODES = ("plain", "early_exit", "preemptive", "pipelined", "cloud_led")
 BASELINES = ("stream", "per_token")   # cloud-only streaming; one request per token
 
 
 def configure(parser) -> None:
     parser.add_argument("--out", default="bench/results", help="output folder (JSON + PNG)")
-    parser.add_argument("--rtt-ms", type=float, default=50.0, help="round trip of the link")
-    parser.add_argument("--tokens", type=int, default=48, help="tokens per request")
-    parser.add_argument("-k", "--block-size", type=int, default=4)
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--rtt-ms", type=number(float, 0.0), default=50.0,
+                        help="round trip of the link")
+    parser.add_argument("--tokens", type=count(), default=48, help="tokens per request")
+    parser.add_argument("-k", "--block-size", type=count(), default=4)
+    parser.add_argument("--repeats", type=count(), default=3)
     parser.add_argument("--clock", choices=("calibrated", "measured"), default="calibrated")
-    parser.add_argument("--target", default="256x6", help="target hidden x layers")
-    parser.add_argument("--draft", default="64x2", help="draft hidden x layers")
-    parser.add_argument("--vocab", type=int, default=256)
-    parser.add_argument("--exit-layer", type=int, default=None, help="default: half depth")
+    parser.add_argument("--target", type=_size, default="256x6", help="target hidden x layers")
+    parser.add_argument("--draft", type=_size, default="64x2", help="draft hidden x layers")
+    parser.add_argument("--vocab", type=count(8), default=256)
+    parser.add_argument("--exit-layer", type=number(int, 0), default=None,
+                        help="default: half depth")
     parser.add_argument("--smollm2", default=None, metavar="GGUF",
                         help="also measure the exit overhead on this GGUF (or a packaged "
                              "alias of core/models/gguf.py), e.g. SmolLM2-135M-Instruct")
-    parser.add_argument("--exit-train-steps", type=int, default=0,
+    parser.add_argument("--exit-train-steps", type=number(int, 0), default=0,
                         help="train the exit adapter on the benchmark request's own answer "
                              "first (an in-distribution exit: an upper bound for early "
                              "verdicts; 0 = untrained exit, near-useless on a random target)")
@@ -45,15 +50,22 @@ def configure(parser) -> None:
 
 
 def _size(text: str) -> tuple[int, int]:
-    hidden, layers = text.lower().split("x")
-    return int(hidden), int(layers)
+    """"256x6": hidden size (a multiple of 8, the heads) x layers (2 or more)."""
+    import argparse
+    try:
+        hidden, layers = (int(x) for x in text.lower().split("x"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not HIDDENxLAYERS, e.g. 256x6") from None
+    if hidden < 8 or hidden % 8 or layers < 2:
+        raise argparse.ArgumentTypeError(f"{text}: hidden must be a multiple of 8, layers >= 2")
+    return hidden, layers
 
 
 def _models(args):
     import torch
     from ..core.models.tiny import random_prompt, tiny_llama
-    th, tl = _size(args.target)
-    dh, dl = _size(args.draft)
+    th, tl = args.target
+    dh, dl = args.draft
     target = tiny_llama(seed=1, vocab=args.vocab, hidden=th, layers=tl, heads=8,
                         dtype=torch.float32, init_std=0.02)
     draft = tiny_llama(seed=2, vocab=args.vocab, hidden=dh, layers=dl, heads=4,
@@ -157,7 +169,8 @@ def _smollm2(path: str):
     from transformers import AutoModelForCausalLM
     from ..core.models.causal_lm import CausalLMAdapter
     from ..core.models.gguf import ensure_safetensors
-    model = AutoModelForCausalLM.from_pretrained(ensure_safetensors(path), dtype="float32")
+    with blame(f"--smollm2 {path}"):
+        model = AutoModelForCausalLM.from_pretrained(ensure_safetensors(path), dtype="float32")
     return CausalLMAdapter(model.eval())
 
 
@@ -234,6 +247,9 @@ def print_table(rows: list[dict]) -> None:
 def run(args) -> int:
     import torch
     torch.set_num_threads(1)
+    if args.exit_layer is not None and args.exit_layer >= args.target[1] - 1:
+        raise UserError(f"--exit-layer {args.exit_layer}: the target's exits lie in "
+                        f"0..{args.target[1] - 2}")
     models = _models(args)
     target = models[0]
     layer = args.exit_layer if args.exit_layer is not None else target.num_layers // 2 - 1
@@ -256,7 +272,8 @@ def run(args) -> int:
         smol = _smollm2(args.smollm2)
         overhead["smollm2"] = exit_overhead(smol, smol.num_layers // 2, args.block_size, 9)
     results = dict(config=dict(rtt_ms=args.rtt_ms, tokens=args.tokens, k=args.block_size,
-                               repeats=args.repeats, target=args.target, draft=args.draft,
+                               repeats=args.repeats, target="%dx%d" % args.target,
+                               draft="%dx%d" % args.draft,
                                vocab=args.vocab, exit_layer=layer, threads=1,
                                clock=args.clock, costs=vars(costs) if costs else None,
                                exit_train_steps=args.exit_train_steps),

@@ -9,6 +9,8 @@ against the simulator's ground truth. After the run every decision is decoded ag
 target alone, one thread, in virtual time with measured costs (the live mode, cloud-only
 streaming, and one request per token) for a like-for-like comparison.
 Writes demo.json, demo.png, the frames and an MCAP bag of the run into --out.
+The model pair is loaded and checked (pair.json, both models, exit layers) before any node
+starts: a broken pair exits 2 with one line, a graph that fails exits 1.
 """
 from __future__ import annotations
 
@@ -19,11 +21,13 @@ import sys
 import time
 from pathlib import Path
 
+from ..core.user_errors import UserError, blame
 from ..sim.episode import MAX_DECISIONS
+from . import count, number
 
 
 def configure(parser) -> None:
-    parser.add_argument("--tasks", type=int, default=20, help="tasks, one scene each")
+    parser.add_argument("--tasks", type=count(), default=20, help="tasks, one scene each")
     parser.add_argument("--quick", action="store_true", help="2 tasks (a smoke run)")
     parser.add_argument("--models", default=None, metavar="DIR",
                         help="model pair folder (target/ with exits/, draft/, optional "
@@ -33,11 +37,11 @@ def configure(parser) -> None:
     parser.add_argument("--mode", default="preemptive",
                         choices=("plain", "early_exit", "preemptive", "pipelined", "cloud_led"),
                         help="the edge's decoding mode")
-    parser.add_argument("-k", "--block-size", type=int, default=4, help="draft tokens per block")
-    parser.add_argument("--rtt-ms", type=float, default=50.0, help="emulated round trip")
-    parser.add_argument("--first-seed", type=int, default=10_000,
+    parser.add_argument("-k", "--block-size", type=count(), default=4, help="draft tokens per block")
+    parser.add_argument("--rtt-ms", type=number(float, 0.0), default=50.0, help="emulated round trip")
+    parser.add_argument("--first-seed", type=number(int, 0), default=10_000,
                         help="scene seed of the first task (training uses seeds from 100)")
-    parser.add_argument("--max-decisions", type=int, default=MAX_DECISIONS,
+    parser.add_argument("--max-decisions", type=count(), default=MAX_DECISIONS,
                         help="decisions per task at most")
 
 
@@ -48,23 +52,26 @@ def _interrupt(signum, frame):
 
 def run(args) -> int:
     from ..demo import graph
-    from ..demo.pair import open_pair
+    from ..demo.pair import load_checked, open_pair
     began = time.monotonic()
     tasks = 2 if args.quick else args.tasks
     try:
-        pair = open_pair(args.models)
         graph.check_installed()
     except FileNotFoundError as error:
-        print(f"spec-vlm demo: {error}", file=sys.stderr)
-        return 2
+        raise UserError(str(error)) from error
+    settings = graph.GraphSettings(mode=args.mode, block_size=args.block_size,
+                                   rtt_ms=args.rtt_ms, first_seed=args.first_seed)
     out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
+    if out.exists() and not out.is_dir():
+        raise UserError(f"--out {out} is a file, not a folder")
+    pair = open_pair(args.models)
+    loaded = load_checked(pair, settings.dtype)
+    with blame(f"--out {out}"):
+        out.mkdir(parents=True, exist_ok=True)
     bag = out / "demo_bag"
     for old in (bag, out / "logs", out / "frames"):     # this run's, not a mix with the last
         if old.exists():
             shutil.rmtree(old)
-    settings = graph.GraphSettings(mode=args.mode, block_size=args.block_size,
-                                   rtt_ms=args.rtt_ms, first_seed=args.first_seed)
     signal.signal(signal.SIGTERM, _interrupt)
     # Ctrl-C stops the graph even when the demo was started with SIGINT ignored (in the
     # background of a non-interactive shell), as the nodes do (nodes/common.py).
@@ -76,7 +83,7 @@ def run(args) -> int:
             print(f"spec-vlm demo: the graph failed: {error}\nnode logs: {out / 'logs'}",
                   file=sys.stderr)
             return 1
-        timing["replay_s"] = _replay(pair, results, settings)
+        timing["replay_s"] = _replay(pair, loaded, results, settings)
     except KeyboardInterrupt:
         print("spec-vlm demo: interrupted; the graph was stopped", file=sys.stderr)
         return 130
@@ -122,20 +129,15 @@ def _closed_loop(pair, settings, tasks: int, args, out: Path, bag: Path):
                      "stop_s": time.monotonic() - done}
 
 
-def _replay(pair, results, settings) -> float:
+def _replay(pair, loaded, results, settings) -> float:
     """Decode every decision again, one thread, in the live mode and the cloud-only baselines."""
     import torch
     from tqdm import tqdm
 
-    from ..core.models.loading import load_model
     from ..demo.replay import BASELINES, first_step_s, replay
     t0 = time.monotonic()
     torch.set_num_threads(1)
-    target, draft = (load_model(str(path), settings.dtype) for path in (pair.target, pair.draft))
-    adapters = None
-    if pair.exit_adapters is not None:
-        from ..core.exit_training import load_exit_adapters
-        adapters = load_exit_adapters(pair.exit_adapters, target.adapter)
+    target, draft, adapters = loaded.target, loaded.draft, loaded.exit_adapters
     decisions = [d for r in results for d in r.decisions if d.stats.get("ok")]
     for d in tqdm(decisions, desc="replaying the decisions", unit="decision"):
         d.stats["first_step_s"] = first_step_s(target.tokenizer, d.token_ids,

@@ -2,30 +2,35 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
-from .train_exits import add_data_arguments, features, load_rows, print_agreement
+from spec_vlm_control.core.user_errors import UserError, blame
+
+from .train_exits import (add_data_arguments, check_exits, features, layer_list, load_rows,
+                          print_agreement)
 
 
 def configure(parser) -> None:
     add_data_arguments(parser)
     parser.add_argument("--adapters", default=None,
                         help="folder written by train-exits (default: untrained exits)")
-    parser.add_argument("--exits", default=None,
+    parser.add_argument("--exits", default=None, type=layer_list,
                         help="exit layers, 0-based (default: those of --adapters)")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
 
 
 def run(args) -> int:
+    if not (args.exits or args.adapters):
+        raise UserError("give --exits or --adapters")
+    if args.adapters is not None and not Path(args.adapters).is_dir():
+        raise UserError(f"--adapters {args.adapters}: no such folder")
     from spec_vlm_control.core import exit_training
     loaded, rows, _ = load_rows(args)
-    adapters = {} if args.adapters is None else \
-        exit_training.load_exit_adapters(args.adapters, loaded.adapter)
-    if args.exits:
-        layers = sorted(int(x) for x in args.exits.split(","))
-    elif adapters:
-        layers = sorted(adapters)
-    else:
-        raise SystemExit("give --exits or --adapters")
+    adapters = {}
+    if args.adapters is not None:
+        with blame(f"--adapters {args.adapters}"):
+            adapters = exit_training.load_exit_adapters(args.adapters, loaded.adapter)
+    layers = check_exits(args.exits, loaded.adapter) if args.exits else sorted(adapters)
     data = features(loaded, rows, layers, args.new_tokens, "collect")
     base = exit_training.agreement(loaded.adapter, data)
     trained = exit_training.agreement(loaded.adapter, data, adapters) if adapters else None

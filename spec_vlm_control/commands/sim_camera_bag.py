@@ -4,21 +4,27 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from ..core.user_errors import UserError
+from . import count, number
+
 TOPIC = "/camera/image/compressed"
 START_NS = 1_750_000_000 * 1_000_000_000  # a fixed epoch, so the same options give the same bag
 
 
 def configure(parser) -> None:
     parser.add_argument("out", type=Path, help="bag directory to create (must not exist)")
-    parser.add_argument("--seed", type=int, default=0, help="scene seed (SceneSampler)")
-    parser.add_argument("--frames", type=int, default=20, help="number of frames")
-    parser.add_argument("--rate", type=float, default=10.0, help="frames per second")
-    parser.add_argument("--size", type=int, default=64, help="image width and height")
-    parser.add_argument("--quality", type=int, default=90, help="JPEG quality")
+    parser.add_argument("--seed", type=number(int, 0), default=0, help="scene seed (SceneSampler)")
+    parser.add_argument("--frames", type=count(), default=20, help="number of frames")
+    parser.add_argument("--rate", type=number(float, 0.0, low_open=True), default=10.0,
+                        help="frames per second")
+    parser.add_argument("--size", type=count(8), default=64, help="image width and height")
+    parser.add_argument("--quality", type=number(int, 1, 100), default=90, help="JPEG quality")
     parser.add_argument("--storage", choices=("mcap", "sqlite3"), default="mcap")
 
 
 def run(args) -> int:
+    if args.out.exists():
+        raise UserError(f"{args.out} already exists")
     import numpy as np
     from tqdm import tqdm
 

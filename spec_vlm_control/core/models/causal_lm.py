@@ -8,10 +8,8 @@ from __future__ import annotations
 from typing import Optional
 
 import torch
-from transformers import DynamicCache
-
 from .base import DecoderAdapter, OnLayer, Prompt, SequenceState, crop_cache
-from .decoder import run_decoder
+from .decoder import full_cache, run_decoder
 
 
 class CausalLMAdapter(DecoderAdapter):
@@ -45,8 +43,7 @@ class CausalLMAdapter(DecoderAdapter):
 
     def prefill(self, prompt: Prompt) -> SequenceState:
         ids = prompt.input_ids[0].tolist()
-        cache = DynamicCache(config=self.config)
-        cache.activate_past_recording()        # sliding-window layers keep what a crop restores
+        cache = full_cache()
         if len(ids) > 1:
             self._run(cache, 0, ids[:-1], None)
         return SequenceState(cache=cache, cache_length=len(ids) - 1, pending=ids[-1])

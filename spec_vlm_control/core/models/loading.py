@@ -5,6 +5,10 @@ A spec is a local folder, a Hugging Face repo id that is already in the local HF
 that an installed package ships (gguf.PACKAGED). The model family is read from
 `config.model_type` and picks the adapter and the prompt builder. A draft/target pair is
 loaded with `load_pair`, which refuses tokenizers that differ.
+
+A spec that names nothing raises ModelNotFound (a FileNotFoundError), one that cannot be
+loaded (no config, corrupt weights, a file that is not GGUF, an unsupported family) raises
+ModelError (a ValueError); both are UserErrors whose message names the model.
 """
 from __future__ import annotations
 
@@ -15,6 +19,7 @@ from typing import Optional
 
 import torch
 
+from ..user_errors import UserError, one_line
 from .base import DecoderAdapter
 from .tokenizer import check_same_tokenizer, tokenizer_fingerprint
 
@@ -24,6 +29,14 @@ DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16,
 CAUSAL_LM_TYPES = frozenset({"llama", "mistral", "qwen2", "qwen3"})
 QWEN2_VL_TYPES = frozenset({"qwen2_vl", "qwen2_5_vl"})
 LLAVA_TYPES = frozenset({"llava"})
+
+
+class ModelNotFound(UserError, FileNotFoundError):
+    """The spec names no local folder, cached repo or GGUF file."""
+
+
+class ModelError(UserError, ValueError):
+    """The model exists but cannot be loaded."""
 
 
 @dataclass
@@ -49,13 +62,17 @@ def resolve(spec: str, revision: Optional[str] = None) -> Path:
     if spec.endswith(".gguf") or spec in gguf.PACKAGED:
         return gguf.ensure_safetensors(spec)
     if Path(spec).is_dir():
+        if not (Path(spec) / "config.json").is_file():
+            raise ModelError(f"{spec}: no config.json (not a Hugging Face model folder)")
         return Path(spec)
+    if Path(spec).exists():
+        raise ModelError(f"{spec}: not a model folder or a .gguf file")
     from huggingface_hub import snapshot_download
     try:
         return Path(snapshot_download(repo_id=spec, revision=revision, cache_dir=hub_cache_dir(),
                                       local_files_only=True))
     except Exception as exc:
-        raise FileNotFoundError(
+        raise ModelNotFound(
             f"{spec!r} is neither a local folder nor in the local HF cache {hub_cache_dir()} "
             "(models are never downloaded at run time; fetch it beforehand or pass a path)"
         ) from exc
@@ -63,8 +80,23 @@ def resolve(spec: str, revision: Optional[str] = None) -> Path:
 
 def load_model(spec: str, dtype: str = "fp32", device: str = "cpu",
                revision: Optional[str] = None) -> LoadedModel:
+    """Raises ModelNotFound or ModelError (see the module docstring), never a library's
+    own error about the user's files."""
+    from safetensors import SafetensorError
+    if dtype not in DTYPES:
+        raise ModelError(f"{spec}: dtype {dtype!r} is not one of {sorted(DTYPES)}")
+    try:
+        return _load(spec, resolve(spec, revision), dtype, device)
+    except UserError:
+        raise
+    except FileNotFoundError as exc:
+        raise ModelNotFound(f"{spec}: {one_line(exc)}") from exc
+    except (OSError, ValueError, KeyError, SafetensorError) as exc:
+        raise ModelError(f"cannot load {spec}: {one_line(exc)}") from exc
+
+
+def _load(spec: str, path: Path, dtype: str, device: str) -> LoadedModel:
     from transformers import AutoConfig, AutoTokenizer
-    path = resolve(spec, revision)
     config = AutoConfig.from_pretrained(path, local_files_only=True)
     tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
     if tokenizer.chat_template is None:
@@ -91,7 +123,7 @@ def load_model(spec: str, dtype: str = "fp32", device: str = "cpu",
                                   tokenizer_hash=fingerprint)
         prompts = TextPrompts(tokenizer)
     else:
-        raise ValueError(f"{spec}: model type {config.model_type!r} has no adapter (supported: "
+        raise ModelError(f"{spec}: model type {config.model_type!r} has no adapter (supported: "
                          f"{sorted(CAUSAL_LM_TYPES | QWEN2_VL_TYPES | LLAVA_TYPES)})")
     return LoadedModel(adapter, tokenizer, prompts, fingerprint, path)
 
@@ -156,5 +188,7 @@ def load_pair_config(path: str | Path) -> tuple[LoadedModel, LoadedModel]:
     draft_device (see config/models/)."""
     import yaml
     spec = yaml.safe_load(Path(path).read_text())
+    if not isinstance(spec, dict) or not {"draft", "target"} <= set(spec):
+        raise ModelError(f"{path}: a model pair file needs the keys draft and target")
     return load_pair(spec["draft"], spec["target"], spec.get("dtype", "fp32"),
                      spec.get("device", "cpu"), spec.get("draft_device"))

@@ -12,8 +12,10 @@ from __future__ import annotations
 import hashlib
 import json
 
+from ..user_errors import UserError
 
-class TokenizerMismatch(ValueError):
+
+class TokenizerMismatch(UserError, ValueError):
     """A draft/target pair whose tokenizers differ."""
 
 

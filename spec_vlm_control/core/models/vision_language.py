@@ -12,10 +12,9 @@ from abc import abstractmethod
 from typing import Optional
 
 import torch
-from transformers import DynamicCache
 
 from .base import DecoderAdapter, OnLayer, Prompt, SequenceState, crop_cache
-from .decoder import Positions, run_decoder
+from .decoder import Positions, full_cache, run_decoder
 
 class VisionLanguageAdapter(DecoderAdapter):
     """A `*ForConditionalGeneration` VLM whose `.model` holds the vision side and
@@ -55,7 +54,7 @@ class VisionLanguageAdapter(DecoderAdapter):
         if ids[0, -1].item() == self.image_token_id:
             raise ValueError("a prompt must end with text, not with an image token")
         (rope, layer), extra = self.prompt_positions(ids, prompt.vision)
-        state = SequenceState(cache=DynamicCache(config=self.lm.config), cache_length=0,
+        state = SequenceState(cache=full_cache(), cache_length=0,
                               pending=int(ids[0, -1]), extra=extra)
         body = ids[:, :-1]
         if body.shape[1] == 0:
