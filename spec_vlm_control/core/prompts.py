@@ -14,6 +14,7 @@ from typing import Optional
 import torch
 
 from .models.base import Prompt
+from .validation import decode_image
 
 
 def chat_messages(instruction: str, with_image: bool, system: Optional[str] = None) -> list[dict]:
@@ -90,10 +91,7 @@ class ProcessorPrompts:
 
 def request_prompt(prompts, request, system: Optional[str] = None) -> Prompt:
     """The prompt of a DecodeRequest (instruction + JPEG frame, if any). The edge and the cloud
-    both build it here, from the same bytes, so their prompts are identical token for token."""
-    image = None
-    if request.image_format:
-        import io
-        from PIL import Image
-        image = Image.open(io.BytesIO(request.image_data)).convert("RGB")
+    both build it here, from the same bytes, so their prompts are identical token for token.
+    An image that is not a decodable JPEG or PNG raises BadMessage (a ValueError)."""
+    image = decode_image(request.image_data) if request.image_format else None
     return prompts.build(request.instruction, image, system)
