@@ -19,7 +19,7 @@ from spec_vlm_control.core.models.tiny import MixtureDraft
 from spec_vlm_control.core.prefix import prefix_hash
 from spec_vlm_control.core.protocol import (MODES, Cancel, CommittedTokens, DecodeError,
                                             DecodeRequest, DecodingParams, DraftBlock,
-                                            Handshake, Verdict)
+                                            Handshake, PROTOCOL_VERSION, Verdict)
 from spec_vlm_control.core.verdict import VerdictRule
 from spec_vlm_control.core.sampling import RandomStream
 
@@ -153,7 +153,7 @@ def test_streamed_tokens_are_final_in_order_and_stop_on_action_complete():
                   action_complete=lambda tokens: len(tokens) >= 5)
     assert stop.stats.ok and 5 <= len(stop.tokens) < MAX_NEW
     assert stop.tokens == pair.reference[: len(stop.tokens)]
-    assert stop.cloud.sessions[("go2", 1)].finished            # the Cancel reached the cloud
+    assert stop.cloud.sessions[("go2", 1)].gone == "cancelled"  # the Cancel reached the cloud
 
 
 def test_concurrent_sessions_keep_their_own_caches():
@@ -184,7 +184,7 @@ class _Cloud:
                                    send=self.out.append,
                                    config=CloudConfig(tokenizer_hash="tok", **config))
 
-    def request(self, request_id=1, tokenizer="tok", version=1, mode=PLAIN):
+    def request(self, request_id=1, tokenizer="tok", version=PROTOCOL_VERSION, mode=PLAIN):
         self.cloud.receive(DecodeRequest("r", request_id, params=DecodingParams(
             mode=mode, block_size=3, max_new_tokens=MAX_NEW), handshake=Handshake(
                 protocol_version=version, tokenizer_hash=tokenizer)))

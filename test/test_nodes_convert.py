@@ -5,6 +5,7 @@ import pytest
 from rclpy.serialization import deserialize_message, serialize_message
 
 from spec_vlm_control.core import metrics, protocol
+from spec_vlm_control.core.protocol import RequestIds
 from spec_vlm_control.nodes.convert import CORE_TYPES, from_ros, to_ros
 
 SAMPLES = [
@@ -13,12 +14,14 @@ SAMPLES = [
                                                    0.75, 0.5, 2**40 + 3),
                            protocol.Handshake(1, "tok", "draft", "target"), 1234.5),
     protocol.DraftBlock("go2", 7, 3, 10, 2**64 - 1, [1, 2, 3], [2, 1], [1, 4, 2], [0.5, 0.5, 1.0]),
-    protocol.Verdict("go2", 7, 3, protocol.Verdict.STAGE_EARLY, 2, 10, 99, 3, 2, 17, 0.75, True),
-    protocol.CommittedTokens("go2", 7, 12, [4, 5], 2**63 + 5, True),
-    protocol.Cancel("go2", 7, "action complete"),
-    protocol.DecodeError("go2", 7, protocol.DecodeError.CODE_HANDSHAKE, "tokenizer differs"),
-    protocol.VerifiedTokens(7, 2, [8, 9], "forward 0.5 ;", True, 99.25),
-    protocol.PlanStatus(7, protocol.PlanStatus.REJECTED, "unknown verb"),
+    protocol.Verdict("go2", 7, 3, protocol.Verdict.STAGE_EARLY, 2, 10, 99, 3, 2, 17, 0.75, True,
+                     2**64 - 2),
+    protocol.CommittedTokens("go2", 2**64 - 1, 12, [4, 5], 2**63 + 5, True, 9),
+    protocol.Cancel("go2", RequestIds(0xFFFFFFFF).next(), "action complete"),
+    protocol.DecodeError("go2", 7, protocol.DecodeError.CODE_SESSION_GONE, "cancelled",
+                         protocol.new_epoch()),
+    protocol.VerifiedTokens(2**40 + 7, 2, [8, 9], "forward 0.5 ;", True, 99.25),
+    protocol.PlanStatus(2**63 + 7, protocol.PlanStatus.REJECTED, "unknown verb"),
     metrics.RequestStats("go2", 7, 4, False, "deadline", 12, 4, 2.0, 4, 3, 1, 0.75, 5, 6, 0.5,
                          0.1, 1.0, 0.2, 0.3, 0.4, 0.1, [0.25, 0.5]),
 ]

@@ -14,7 +14,7 @@ PUBLISHER = textwrap.dedent("""
     rclpy.init()
     node = rclpy.create_node("draft_publisher")
     pub = node.create_publisher(DraftBlock, "draft_blocks", 10)
-    msg = DraftBlock(robot_id="go2-7", request_id=42, round=3, assumed_length=5,
+    msg = DraftBlock(robot_id="go2-7", request_id=(7 << 32) | 42, round=3, assumed_length=5,
                      assumed_hash=2**64 - 3, tokens=[11, 12, 13],
                      support_sizes=[2], support_ids=[11, 40], support_probs=[0.75, 0.25])
     end = time.monotonic() + 20
@@ -49,7 +49,7 @@ def test_draft_block_crosses_between_processes(ros_graph):
         publisher.kill()
         publisher.wait()
     msg = received[0]
-    assert (msg.robot_id, msg.request_id, msg.round) == ("go2-7", 42, 3)
+    assert (msg.robot_id, msg.request_id, msg.round) == ("go2-7", (7 << 32) | 42, 3)  # RequestIds
     assert (msg.assumed_length, msg.assumed_hash) == (5, 2**64 - 3)
     assert list(msg.tokens) == [11, 12, 13]
     assert list(msg.support_ids) == [11, 40] and list(msg.support_probs) == [0.75, 0.25]

@@ -11,19 +11,34 @@ Cloud-led sessions never wait for the edge: with nothing worth verifying queued,
 decodes one token itself, commits it and streams it. A queued block is compared with what
 was committed past its assumed prefix; if it still agrees, its tokens beyond the frontier are
 verified in one pass, but only while blocks pay (see Admission).
+
+Session lifecycle. A session opens on its request (if the robot stays within its share of
+sessions and its request rate), runs until its last token (completed: late blocks are still
+answered from the committed prefix) or ends early (cancelled, overloaded, refused: "gone",
+late blocks get SESSION_GONE, never a catch-up that would read as finished). Sessions idle
+for session_ttl_s expire, also with no message arriving (the worker wakes for it), and a
+dropped session leaves a bounded tombstone so its blocks get SESSION_GONE too; only a session
+this process never saw is UNKNOWN_SESSION. Every answer carries this process's epoch, so the
+edge can tell the answer to a block that overtook its request from a restarted cloud. The
+cache bound holds as caches grow: the session whose pass would cross max_cached_tokens ends
+OVERLOADED; no other session is touched. An ended session keeps no image or instruction.
 """
 from __future__ import annotations
 
+import math
+from collections import OrderedDict
 from dataclasses import dataclass, replace
 from typing import Callable, Optional
 
 from .models.base import DecoderAdapter, Prompt
 from .prefix import CommittedPrefix
 from .protocol import (PROTOCOL_VERSION, Cancel, CommittedTokens, DecodeError, DecodeRequest,
-                       DecodingParams, DraftBlock, Verdict, session_key)
+                       DecodingParams, DraftBlock, Verdict, new_epoch, session_key)
 from .sampling import RandomStream, dense
 from .sequence import Sequence, common_length
 from .verdict import Judgement, VerdictRule
+from .validation import (BadMessage, addressable, check_message, fault_reason,
+                         is_process_fault)
 from .verifier import EarlyExitVerifier
 
 
@@ -34,6 +49,17 @@ class CloudConfig:
     session_ttl_s: float = 60.0      # a session with no message for this long is dropped
     max_queued_blocks: int = 16      # per session
     max_finished: int = 256          # finished sessions remembered to answer late messages
+    max_tombstones: int = 4096       # dropped sessions remembered to answer SESSION_GONE
+    max_sessions_per_robot: int = 2  # active sessions of one robot_id
+    max_requests_per_s: float = 10.0  # new requests of one robot_id, on average...
+    request_burst: int = 20          # ...and at once (token bucket)
+    # what one message may ask for (core/validation.py); beyond it: BAD_REQUEST
+    max_block_tokens: int = 64       # draft tokens in one block (and block_size)
+    max_new_tokens: int = 1024       # DecodingParams.max_new_tokens
+    max_instruction_chars: int = 2000
+    max_image_bytes: int = 4 << 20
+    max_image_pixels: int = 8 << 20  # as the image header declares them
+    max_prompt_tokens: int = 4096    # instruction + image tokens, after the chat template
     tokenizer_hash: str = ""
     target_model_hash: str = ""
 
@@ -91,6 +117,28 @@ class Admission:
         return best
 
 
+class RequestRate:
+    """Token bucket per robot_id: at most `burst` new requests at once, refilled at `rate`
+    per second. A full bucket is the same as none, so full ones are forgotten: the table
+    holds only robots that asked recently."""
+
+    def __init__(self, rate: float, burst: int):
+        self.rate, self.burst = rate, max(1, burst)
+        self.buckets: dict[str, tuple[float, float]] = {}   # robot_id -> (tokens, at)
+        self._prune_at = 64
+
+    def admit(self, robot_id: str, now: float) -> bool:
+        tokens, at = self.buckets.get(robot_id, (self.burst, now))
+        tokens = min(self.burst, tokens + (now - at) * self.rate)
+        admitted = tokens >= 1
+        self.buckets[robot_id] = (tokens - admitted, now)
+        if len(self.buckets) > self._prune_at:
+            self.buckets = {r: (t, a) for r, (t, a) in self.buckets.items()
+                            if t + (now - a) * self.rate < self.burst}
+            self._prune_at = max(64, 2 * len(self.buckets))
+        return admitted
+
+
 class CloudSession:
     def __init__(self, request: DecodeRequest, verifier: EarlyExitVerifier, now: float,
                  rule=VerdictRule):
@@ -108,9 +156,11 @@ class CloudSession:
         self.candidates = verifier.new_candidates()
         self.admission = Admission()
         self.finished = False
+        self.gone = ""        # why it ended before its last token; "" = running or completed
         self.last_active = now
         self.counts = dict(passes=0, blocks_verified=0, stale=0, duplicates=0, catchups=0,
                            busy_s=0.0)
+        self.busy: list[tuple[float, float]] = []     # (start, end) of its target passes
 
     @property
     def room(self) -> int:
@@ -129,36 +179,73 @@ class CloudVerifier:
         self.config = config
         self.verifier = verifier or EarlyExitVerifier(target)
         self.sessions: dict[tuple[str, int], CloudSession] = {}
-        self.busy: list[tuple[float, float, tuple]] = []   # (start, end, session key) of passes
+        self.tombstones: OrderedDict[tuple[str, int], str] = OrderedDict()   # key -> why gone
+        self.rate = RequestRate(config.max_requests_per_s, config.request_burst)
+        self.epoch = new_epoch()
         self.unknown = 0
+        self.refused = 0        # messages and requests answered BAD_REQUEST
+        self.unaddressed = 0    # messages naming no robot or request to answer (dropped)
         self._turn = 0
 
     # -- messages ---------------------------------------------------------------------------
     def receive(self, message) -> None:
         self.expire()
+        if self._refused(message):
+            return
         if isinstance(message, DecodeRequest):
             return self._open(message)
-        session = self.sessions.get(session_key(message))
+        key = session_key(message)
+        session = self.sessions.get(key)
         if session is None:
-            self.unknown += 1
-            if isinstance(message, DraftBlock):
+            if isinstance(message, DraftBlock) and key in self.tombstones:
+                self._error(message, DecodeError.CODE_SESSION_GONE,
+                            f"session {self.tombstones[key]}")
+            elif isinstance(message, DraftBlock):
+                self.unknown += 1
                 self._error(message, DecodeError.CODE_UNKNOWN_SESSION, "no such session")
             return
         session.last_active = self.clock.now()
         if isinstance(message, Cancel):
-            self._finish(session)
+            self._finish(session, "cancelled")
+        elif isinstance(message, DraftBlock) and session.gone:
+            self._error(message, DecodeError.CODE_SESSION_GONE, f"session {session.gone}")
         elif isinstance(message, DraftBlock):
             session.blocks.append(message)
             self._triage(session)
 
+    def _refused(self, message) -> bool:
+        """Validate before anything is queued: a message the cloud cannot serve is answered
+        BAD_REQUEST at once, and a refused block ends its session (its edge gives up on the
+        error anyway)."""
+        if not addressable(message):
+            self.unaddressed += 1
+            return True
+        session = self.sessions.get(session_key(message))
+        try:
+            check_message(message, self.config, self.target.vocab_size,
+                          session.params if session is not None else None)
+        except BadMessage as exc:
+            self.refused += 1
+            self._error(message, DecodeError.CODE_BAD_REQUEST, str(exc))
+            if session is not None and isinstance(message, DraftBlock):
+                self._finish(session, "refused")
+            return True
+        return False
+
     def _error(self, message, code: int, reason: str) -> None:
-        self.send(DecodeError(message.robot_id, message.request_id, code, reason))
+        self.send(DecodeError(message.robot_id, message.request_id, code, reason, self.epoch))
 
     def _open(self, request: DecodeRequest) -> None:
         key = session_key(request)
-        if key in self.sessions:
-            self.sessions[key].last_active = self.clock.now()
-            return                                      # a duplicate request
+        known = self.sessions.get(key)
+        if known is not None:                           # a duplicate request
+            known.last_active = self.clock.now()
+            if known.gone:
+                self._error(request, DecodeError.CODE_SESSION_GONE, f"session {known.gone}")
+            return
+        if key in self.tombstones:
+            return self._error(request, DecodeError.CODE_SESSION_GONE,
+                               f"session {self.tombstones[key]}")
         shake, cfg = request.handshake, self.config
         if shake.protocol_version != PROTOCOL_VERSION:
             return self._error(request, DecodeError.CODE_HANDSHAKE,
@@ -169,23 +256,49 @@ class CloudVerifier:
         if shake.target_model_hash and shake.target_model_hash != cfg.target_model_hash:
             return self._error(request, DecodeError.CODE_HANDSHAKE,
                                f"edge expects target {shake.target_model_hash}")
-        if request.params.max_new_tokens < 1:
-            return self._error(request, DecodeError.CODE_BAD_REQUEST, "max_new_tokens < 1")
+        if not self.rate.admit(request.robot_id, self.clock.now()):
+            return self._error(request, DecodeError.CODE_RATE_LIMITED,
+                               f"robot {request.robot_id!r} exceeds "
+                               f"{cfg.max_requests_per_s:g} requests/s")
         active = [s for s in self.sessions.values() if not s.finished]
-        cached = sum(s.seq.state.cache_length for s in active if s.seq is not None)
+        mine = sum(s.key[0] == request.robot_id for s in active)
+        if mine >= cfg.max_sessions_per_robot:
+            return self._error(request, DecodeError.CODE_OVERLOADED,
+                               f"robot {request.robot_id!r} has {mine} active sessions")
+        cached = self.cached_tokens()
         if len(active) >= cfg.max_sessions or cached >= cfg.max_cached_tokens:
             return self._error(request, DecodeError.CODE_OVERLOADED,
                                f"{len(active)} sessions, {cached} cached tokens")
         self.sessions[key] = CloudSession(request, self.verifier, self.clock.now(), self.rule)
 
+    def cached_tokens(self) -> int:
+        return sum(s.seq.state.cache_length for s in self.sessions.values() if s.seq is not None)
+
     def expire(self) -> None:
+        """Drop sessions idle for session_ttl_s (telling a running one's edge) and finished
+        ones beyond max_finished, each leaving a tombstone."""
         now = self.clock.now()
-        for key in [k for k, s in self.sessions.items()
-                    if now - s.last_active > self.config.session_ttl_s]:
-            del self.sessions[key]
+        for key, s in list(self.sessions.items()):
+            if now - s.last_active > self.config.session_ttl_s:
+                if not s.finished:
+                    self._error(s.request, DecodeError.CODE_SESSION_GONE, "session expired")
+                self._forget(key, s.gone or "expired")
         finished = [k for k, s in self.sessions.items() if s.finished]
         for key in finished[: max(0, len(finished) - self.config.max_finished)]:
-            del self.sessions[key]
+            self._forget(key, self.sessions[key].gone or "evicted")
+
+    def _forget(self, key: tuple[str, int], why: str) -> None:
+        del self.sessions[key]
+        self.tombstones[key] = why
+        self.tombstones.move_to_end(key)
+        while len(self.tombstones) > self.config.max_tombstones:
+            self.tombstones.popitem(last=False)
+
+    def wake_time(self) -> float:
+        """When the next idle session expires: the worker wakes for it."""
+        if not self.sessions:
+            return math.inf
+        return min(s.last_active for s in self.sessions.values()) + self.config.session_ttl_s
 
     # -- block triage -----------------------------------------------------------------------
     def _triage(self, s: CloudSession) -> None:
@@ -218,7 +331,8 @@ class CloudVerifier:
                 continue
             s.counts["catchups"] += 1
             self.send(CommittedTokens(block.robot_id, block.request_id, a,
-                                      s.committed.tokens[a:], s.committed.hash(), s.finished))
+                                      s.committed.tokens[a:], s.committed.hash(), s.finished,
+                                      self.epoch))
         s.blocks = keep[-self.config.max_queued_blocks:]
         s.next_block = best if best is not None and best[0] in s.blocks else None
         if s.checked:
@@ -243,7 +357,8 @@ class CloudVerifier:
         return any(self._job(s) is not None for s in self.sessions.values())
 
     def work(self) -> None:
-        """One target pass for one session (round robin)."""
+        """Expire idle sessions, then one target pass for one session (round robin)."""
+        self.expire()
         sessions = list(self.sessions.values())
         for i in range(len(sessions)):
             s = sessions[(self._turn + i) % len(sessions)]
@@ -254,7 +369,7 @@ class CloudVerifier:
                 job()
                 end = self.clock.now()
                 s.counts["busy_s"] += end - start
-                self.busy.append((start, end, s.key))
+                s.busy.append((start, end))
                 return
 
     def _job(self, s: CloudSession):
@@ -275,12 +390,23 @@ class CloudVerifier:
         return None
 
     def _prefill(self, s: CloudSession) -> None:
+        """Build the prompt and fill the cache. Whatever the request's content makes fail
+        here (an undecodable image, the template, a prompt beyond max_prompt_tokens) ends
+        that request with BAD_REQUEST; a process fault (out of memory, CUDA) propagates."""
         try:
             prompt = self.prompt_for(s.request)
-        except ValueError as exc:
-            self._error(s.request, DecodeError.CODE_BAD_REQUEST, str(exc))
-            return self._finish(s)
-        s.seq = Sequence(self.target, prompt)
+            length = int(prompt.input_ids.shape[1])
+            if length > self.config.max_prompt_tokens:
+                raise BadMessage(f"prompt of {length} tokens > max_prompt_tokens "
+                                 f"{self.config.max_prompt_tokens}")
+            if self._fits(s, length):
+                s.seq = Sequence(self.target, prompt)
+        except Exception as exc:
+            if is_process_fault(exc):
+                raise
+            self.refused += 1
+            self._error(s.request, DecodeError.CODE_BAD_REQUEST, fault_reason(exc))
+            self._finish(s, "refused")
 
     def _verify(self, s: CloudSession, block: DraftBlock, covered: int,
                 length: Optional[int] = None) -> None:
@@ -289,6 +415,8 @@ class CloudVerifier:
         start = len(s.committed)
         end = len(block.tokens) if length is None else covered + length
         tokens = block.tokens[covered:end]
+        if not self._fits(s, len(tokens) + 1):
+            return
         s.blocks.remove(block)
         q = None
         if not s.params.greedy:
@@ -296,7 +424,7 @@ class CloudVerifier:
                       self.target.vocab_size)[covered:end]
         header = dict(robot_id=block.robot_id, request_id=block.request_id, round=block.round,
                       assumed_length=block.assumed_length, assumed_hash=block.assumed_hash,
-                      block_length=len(block.tokens))
+                      block_length=len(block.tokens), cloud_epoch=self.epoch)
 
         def on_early(layer: int, j: Judgement) -> None:
             if s.params.early_verdicts:
@@ -320,6 +448,8 @@ class CloudVerifier:
 
     def _step(self, s: CloudSession) -> None:
         """Cloud-led: decode one token autoregressively (an empty block)."""
+        if not self._fits(s, 1):
+            return
         t0 = self.clock.now()
         self.verifier.verify(s.seq, [], s.rule, len(s.committed), room=s.room)
         s.admission.record_pass(1, self.clock.now() - t0)
@@ -331,15 +461,34 @@ class CloudVerifier:
         s.committed.append(tokens)
         eos = self.target.eos_token_ids
         if s.room <= 0 or any(t in eos for t in tokens):
-            self._finish(s)
+            self._finish(s, gone="")
         if s.cloud_led:
             self.send(CommittedTokens(s.request.robot_id, s.request.request_id, start,
-                                      list(tokens), s.committed.hash(), s.finished))
+                                      list(tokens), s.committed.hash(), s.finished, self.epoch))
         self._triage(s)
 
-    def _finish(self, s: CloudSession) -> None:
-        """Free the cache; keep the committed prefix to answer late messages."""
+    def _fits(self, s: CloudSession, positions: int) -> bool:
+        """Whether s may grow its cache by `positions` within max_cached_tokens; the session
+        that would cross the bound ends OVERLOADED (no other session's cache is touched)."""
+        cached, bound = self.cached_tokens(), self.config.max_cached_tokens
+        if cached + positions <= bound:
+            return True
+        self._error(s.request, DecodeError.CODE_OVERLOADED,
+                    f"{cached} cached tokens + {positions} would exceed {bound}")
+        self._finish(s, "overloaded")
+        return False
+
+    def _finish(self, s: CloudSession, gone: str = "failed") -> None:
+        """End the session: free its cache and its request's payload, keep the committed
+        prefix and verdicts to answer late messages. `gone` says why a session ended before
+        its last token ("" = it completed): its blocks are then answered SESSION_GONE."""
+        if s.finished:
+            return
         s.finished = True
+        s.gone = gone
         s.seq = None
         s.blocks = []
         s.next_block = None
+        s.checked = {}
+        s.candidates = None
+        s.request = replace(s.request, instruction="", image_data=b"")

@@ -116,7 +116,7 @@ def _outcome(edge: EdgeSession, cloud: CloudVerifier, in_flight) -> Outcome:
     counts = dict(session.counts) if session is not None else {}
     stats.target_passes = counts.get("passes", 0)
     stats.target_passes_per_token = stats.target_passes / max(1, stats.tokens)
-    verify = [(a, b) for a, b, k in cloud.busy if k == key]
+    verify = session.busy if session is not None else []
     end = edge.finished_at if edge.finished_at is not None else edge.clock.now()
     split = split_time(edge.started, end, [verify, edge.tally.draft_intervals, in_flight])
     stats.verify_s, stats.draft_s, stats.link_s, stats.idle_s = split

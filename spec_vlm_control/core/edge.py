@@ -32,6 +32,12 @@ Draft tokens never leave this module except inside DraftBlocks: only verified to
 are ignored, outstanding blocks are resent after `resend_after_s` and the request fails
 (with a Cancel) when no token has been verified for `deadline_s`, so a lossy link delays a
 request but never corrupts or hangs it, and a long answer on a live link is never cut off.
+
+The edge learns the epoch of the cloud process serving its session from the first verdict or
+commit it hears, and then hears no other process. UNKNOWN_SESSION from that process (or
+before any is known) answers a block that overtook its request: ignored, resends cover it.
+From another process (the cloud restarted), and SESSION_GONE from any, the session is lost
+for good: the request fails at once. Messages with fields out of range are ignored.
 """
 from __future__ import annotations
 
@@ -116,6 +122,7 @@ class EdgeSession:
         self.cancelled = False
         self.error = ""
         self.heard_from_cloud = False
+        self.cloud_epoch: Optional[int] = None         # the cloud process serving the session
         self.started = self.last_progress = self.last_advance = 0.0
         self.finished_at: Optional[float] = None
         self.token_interval: Optional[float] = None    # cloud_led: seconds per committed token
@@ -166,14 +173,32 @@ class EdgeSession:
                 or getattr(message, "robot_id", self.request.robot_id) != self.request.robot_id:
             return
         if isinstance(message, DecodeError):
-            if message.code == DecodeError.CODE_UNKNOWN_SESSION and not self.heard_from_cloud:
+            serving = self.cloud_epoch is None or message.cloud_epoch == self.cloud_epoch
+            if message.code == DecodeError.CODE_UNKNOWN_SESSION and serving:
                 return                      # the block overtook the request; resend covers it
             return self._finish(f"cloud error {message.code}: {message.reason}")
+        if not self._plausible(message):
+            return
+        if self.cloud_epoch is None:
+            self.cloud_epoch = message.cloud_epoch
+        elif message.cloud_epoch != self.cloud_epoch:
+            return                          # not the process serving this session
         self.heard_from_cloud = True
         if isinstance(message, Verdict):
             self._on_verdict(message)
         elif isinstance(message, CommittedTokens):
             self._on_committed(message)
+
+    def _plausible(self, message) -> bool:
+        """A verdict or commit whose fields are within range (vocabulary, block length)."""
+        vocab = self.draft.vocab_size
+        if isinstance(message, Verdict):
+            return message.stage in (Verdict.STAGE_EARLY, Verdict.STAGE_FINAL) \
+                and 0 <= message.accepted <= message.block_length \
+                and 0 <= message.next_token < vocab
+        if isinstance(message, CommittedTokens):
+            return message.start >= 0 and all(0 <= t < vocab for t in message.tokens)
+        return False
 
     def _find(self, v: Verdict) -> Optional[Outstanding]:
         for block in self.inflight:

@@ -4,12 +4,16 @@ The core speaks only these; the ROS nodes convert them 1:1 to and from `spec_vlm
 at the boundary. Every edge<->cloud message names its request (robot_id, request_id) and,
 where it concerns a block, the prefix the block assumes (assumed_length, assumed_hash; see
 core/prefix.py), so duplicated, late, reordered or stale messages are recognised and ignored.
+Request ids come from `RequestIds` (a boot nonce above a counter, so a restarted edge never
+reuses one); every cloud->edge message carries the `cloud_epoch` of the process that sent it,
+so the edge can tell a late answer of the cloud serving it from the word of a restarted one.
 """
 from __future__ import annotations
 
+import secrets
 from dataclasses import dataclass, field
 
-PROTOCOL_VERSION = 1
+PROTOCOL_VERSION = 2
 
 
 @dataclass
@@ -92,6 +96,7 @@ class Verdict:
     next_token: int
     confidence: float = 1.0
     finished: bool = False
+    cloud_epoch: int = 0
 
 
 @dataclass
@@ -102,6 +107,7 @@ class CommittedTokens:
     tokens: list[int]
     hash_after: int
     finished: bool = False
+    cloud_epoch: int = 0
 
 
 @dataclass
@@ -118,11 +124,15 @@ class DecodeError:
     CODE_BAD_REQUEST = 3
     CODE_UNKNOWN_SESSION = 4
     CODE_INTERNAL = 5
+    CODE_RATE_LIMITED = 6      # the robot opens requests faster than the cloud admits
+    CODE_SESSION_GONE = 7      # the cloud knew the session and dropped it (expired,
+                               # cancelled, evicted): it will never answer again
 
     robot_id: str
     request_id: int
     code: int
     reason: str = ""
+    cloud_epoch: int = 0
 
 
 @dataclass
@@ -149,3 +159,24 @@ class PlanStatus:
 
 def session_key(message) -> tuple[str, int]:
     return message.robot_id, message.request_id
+
+
+def new_epoch() -> int:
+    """A random, non-zero identity of one cloud process (0 = none known)."""
+    return secrets.randbelow((1 << 64) - 1) + 1
+
+
+class RequestIds:
+    """Request ids of one edge process: a random 32-bit boot nonce above a 32-bit counter.
+
+    A restarted edge never reuses the id of a request that the cloud (which remembers
+    finished sessions) or the controller (which runs a plan at most once) still knows, and
+    ids are not predictable from outside."""
+
+    def __init__(self, nonce: int | None = None):
+        self.nonce = secrets.randbits(32) if nonce is None else nonce & 0xFFFFFFFF
+        self.counter = 0
+
+    def next(self) -> int:
+        self.counter = (self.counter + 1) & 0xFFFFFFFF
+        return (self.nonce << 32) | self.counter

@@ -4,6 +4,9 @@ In a deployment (ROS nodes, a zenoh bridge) messages arrive on other threads; `d
 queues them, and the worker receives them between units of work, wakes for the session's
 timers, and never runs two units of the same side at once. The virtual-time driver in
 core/decode.py runs the very same objects; only the loop differs.
+
+The inbox is bounded: beyond `max_inbox` queued messages a delivery is dropped and counted
+(the protocol recovers lost messages by resending), so a flood cannot grow memory.
 """
 from __future__ import annotations
 
@@ -14,11 +17,13 @@ from typing import Callable, Optional
 from .clock import RealClock
 
 IDLE_POLL_S = 0.05
+MAX_INBOX = 1024
 
 
 class ActorThread:
     def __init__(self, actor, name: str = "actor",
-                 on_error: Optional[Callable[[BaseException], None]] = None):
+                 on_error: Optional[Callable[[BaseException], None]] = None,
+                 max_inbox: int = MAX_INBOX):
         """on_error: called (on the worker thread, which then ends) if the actor raises; by
         default the exception propagates and ends the thread."""
         if not isinstance(actor.clock, RealClock):
@@ -26,11 +31,17 @@ class ActorThread:
         self.actor = actor
         self.on_error = on_error
         self.inbox: queue.Queue = queue.Queue()
+        self.max_inbox = max_inbox
+        self.dropped = 0                  # messages dropped because the inbox was full
         self._stop = threading.Event()
         self.thread = threading.Thread(target=self._run, name=name, daemon=True)
 
     def deliver(self, message) -> None:
-        """Thread-safe: hand a received message to the actor."""
+        """Thread-safe: hand a received message to the actor, or drop it (counted) when
+        `max_inbox` messages are already waiting."""
+        if self.inbox.qsize() >= self.max_inbox:
+            self.dropped += 1
+            return
         self.inbox.put(message)
 
     def call(self, fn: Callable[[], None]) -> None:

@@ -7,6 +7,14 @@ number and cached tokens (a request beyond the bound gets an OVERLOADED error).
 Subscribes  spec_vlm/request, spec_vlm/draft, spec_vlm/cancel (protocol QoS)
 Publishes   spec_vlm/verdict (early and final), spec_vlm/committed, spec_vlm/error,
             /diagnostics
+
+Faults. Request-level: anything a message can cause (a field out of range, a block beyond
+max_block_tokens, token ids outside the vocabulary, an undecodable or oversized image, a
+prompt that fails to build or exceeds max_prompt_tokens) is answered with DecodeError
+BAD_REQUEST naming the cause (core/validation.py); that request ends and this process keeps
+serving every other. Process-level: out of memory, a CUDA error, or any exception escaping the
+verifier thread (a bug) exits the process with status 1, so that the edges' deadlines and the
+supervisor's respawn take over; a bad parameter exits 1 at startup with one line.
 """
 from __future__ import annotations
 
@@ -21,31 +29,55 @@ import spec_vlm_control.msg as ros
 from spec_vlm_control import topics
 from spec_vlm_control.core.clock import RealClock
 from spec_vlm_control.core.cloud import CloudConfig, CloudVerifier
-from spec_vlm_control.core.models.loading import load_model
+from spec_vlm_control.core.models.loading import DTYPES, load_model
 from spec_vlm_control.core.prompts import request_prompt
 from spec_vlm_control.core.protocol import DecodeRequest
 from spec_vlm_control.core.realtime import ActorThread
 from spec_vlm_control.core.verifier import EarlyExitVerifier
-from spec_vlm_control.nodes.common import PROTOCOL_QOS, declare_parameters, spin
+from spec_vlm_control.nodes.common import (PROTOCOL_QOS, ConfigError, OneOf, Range,
+                                           declare_parameters, spin)
 from spec_vlm_control.nodes.convert import from_ros, to_ros
 
 PARAMETERS = {
     "model": ("", "target model: a local folder, a repo id in the local HF cache, or a .gguf"),
-    "dtype": ("fp32", "fp32, fp16 or bf16"),
-    "device": ("cpu", "cpu or cuda"),
-    "threads": (0, "torch CPU threads (0 = torch's default)"),
+    "dtype": ("fp32", "weights' precision", OneOf(tuple(DTYPES))),
+    "device": ("cpu", "where the target runs", OneOf(("cpu", "cuda"))),
+    "threads": (0, "torch CPU threads (0 = torch's default)", Range(0, 1024)),
     "system_prompt": ("", "system message of every prompt; must equal the edges'"),
     "exit_layers": ([-1], "decoder layers (0-based) whose exit heads send early verdicts; "
-                          "[-1] = none"),
+                          "[-1] = none; each below the target's layer count", Range(-1, 1023)),
     "exit_adapters": ("", "folder of trained exit adapters (spec-vlm train-exits); empty = "
                           "untrained exits through the shared norm and LM head"),
     "candidate_top": (0, "exit heads score only the draft tokens plus this many candidates "
-                         "(0 = the full vocabulary)"),
+                         "(0 = the full vocabulary)", Range(0, 262144)),
     "target_model_hash": ("", "this target's identity, checked against the edges' expectation"),
-    "max_sessions": (8, "active sessions at most (each holds a KV cache)"),
-    "max_cached_tokens": (65536, "KV-cache tokens at most, summed over active sessions"),
-    "session_ttl_s": (60.0, "a session that hears nothing for this long is dropped"),
+    "max_sessions": (8, "active sessions at most (each holds a KV cache)", Range(1, 4096)),
+    "max_cached_tokens": (65536, "KV-cache tokens at most, summed over active sessions",
+                          Range(1)),
+    "session_ttl_s": (60.0, "a session that hears nothing for this long is dropped",
+                      Range(0.0, 86400.0, low_open=True)),
+    "max_sessions_per_robot": (2, "active sessions of one robot_id at most (beyond: "
+                                  "OVERLOADED)", Range(1, 4096)),
+    "max_requests_per_s": (10.0, "new requests of one robot_id per second, on average "
+                                 "(beyond: RATE_LIMITED)", Range(0.0, 1e6, low_open=True)),
+    "request_burst": (20, "new requests of one robot_id at once (token bucket size)",
+                      Range(1, 1_000_000)),
+    "max_inbox": (1024, "messages waiting for the verifier at most; a flood beyond is "
+                        "dropped and counted", Range(1, 1_000_000)),
+    "max_block_tokens": (64, "draft tokens in one block (and block_size) at most",
+                         Range(1, 4096)),
+    "max_new_tokens": (1024, "new tokens one request may ask for at most", Range(1, 65535)),
+    "max_instruction_chars": (2000, "characters of a request's instruction at most",
+                              Range(1, 100000)),
+    "max_image_bytes": (4194304, "bytes of a request's image at most", Range(1)),
+    "max_image_pixels": (8388608, "pixels of a request's image at most, as its header "
+                                  "declares them (checked before decoding)", Range(1)),
+    "max_prompt_tokens": (4096, "tokens of a request's prompt (instruction, image, template) "
+                                "at most", Range(1)),
 }
+ADMISSION = ("max_sessions_per_robot", "max_requests_per_s", "request_burst")
+LIMITS = ("max_block_tokens", "max_new_tokens", "max_instruction_chars", "max_image_bytes",
+          "max_image_pixels", "max_prompt_tokens")
 
 OUTGOING = {"Verdict": topics.VERDICT, "CommittedTokens": topics.COMMITTED,
             "DecodeError": topics.ERROR}
@@ -62,6 +94,9 @@ class CloudNode(Node):
         self.model = load_model(p["model"], p["dtype"], p["device"])
         target = self.model.adapter
         layers = [layer for layer in p["exit_layers"] if layer >= 0]
+        if any(layer >= target.num_layers for layer in layers):
+            raise ConfigError(f"parameter 'exit_layers' = {p['exit_layers']!r}: must be below "
+                              f"{target.num_layers}, the target's decoder layers")
         adapters = {}
         if p["exit_adapters"]:
             from spec_vlm_control.core.exit_training import load_exit_adapters
@@ -74,10 +109,13 @@ class CloudNode(Node):
             config=CloudConfig(max_sessions=p["max_sessions"],
                                max_cached_tokens=p["max_cached_tokens"],
                                session_ttl_s=p["session_ttl_s"],
+                               **{name: p[name] for name in LIMITS},
+                               **{name: p[name] for name in ADMISSION},
                                tokenizer_hash=self.model.fingerprint,
                                target_model_hash=p["target_model_hash"]),
             verifier=verifier)
-        self.runner = ActorThread(self.verifier, "cloud verifier", on_error=self._on_error)
+        self.runner = ActorThread(self.verifier, "cloud verifier", on_error=self._on_error,
+                                  max_inbox=p["max_inbox"])
         self.publishers_by_type = {name: self.create_publisher(getattr(ros, name), topic,
                                                                PROTOCOL_QOS)
                                    for name, topic in OUTGOING.items()}
@@ -110,6 +148,8 @@ class CloudNode(Node):
             message=f"{len(active)} active sessions",
             values=[KeyValue(key="active_sessions", value=str(len(active))),
                     KeyValue(key="remembered_sessions", value=str(len(sessions))),
+                    KeyValue(key="refused_messages", value=str(self.verifier.refused)),
+                    KeyValue(key="dropped_messages", value=str(self.runner.dropped)),
                     KeyValue(key="target_passes",
                              value=str(sum(s.counts["passes"] for s in sessions)))])
         if not self.runner.running:
