@@ -130,7 +130,7 @@ def test_committed_sim_camera_bag_replays_through_the_node(ros_graph, config_dir
 def test_sim_source_renders_from_the_odometry_pose(ros_graph, config_dir):
     odom = ros_graph.node.create_publisher(Odometry, "odom", 10)
     viewer = Viewer(ros_graph)
-    ros_graph.start("camera", params_file=config_dir / "camera.yaml", params={
+    camera = ros_graph.start("camera", params_file=config_dir / "camera.yaml", params={
         "source": "sim", "sim_seed": 0, "width": 32, "height": 32, "rate_hz": 20.0})
     first = viewer.wait_images(2)[-1][1]
     assert decode_image(bytes(first.data)).shape == (32, 32, 3)
@@ -143,6 +143,15 @@ def test_sim_source_renders_from_the_odometry_pose(ros_graph, config_dir):
     before = pixels(first)
     ros_graph.wait_for(lambda: np.abs(pixels(viewer.images[-1][1]) - before).mean() > 10, 5.0,
                        "a different view")
+    # A non-finite pose is ignored: the view stays the turned one, frames keep coming.
+    view, count = pixels(viewer.images[-1][1]), len(viewer.images)
+    corrupt = Odometry()
+    corrupt.pose.pose.position.x = float("nan")
+    corrupt.pose.pose.orientation.w = float("inf")
+    odom.publish(corrupt)
+    ros_graph.wait_for(lambda: "non-finite pose ignored" in camera.log(), 5.0, "the warning")
+    viewer.wait_images(count + 3)
+    assert np.abs(pixels(viewer.images[-1][1]) - view).mean() < 1
 
 
 def pixels(msg):

@@ -7,12 +7,14 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from rclpy.serialization import serialize_message
 from sensor_msgs.msg import CompressedImage, Image
 
 from spec_vlm_control.camera import (BagReplay, EndOfStream, Frame, FrameError, Paced, Shaper,
                                      SourceError, frame_is_fresh, run_capture)
-from spec_vlm_control.camera.frame import decode_image, encode_jpeg
+from spec_vlm_control.camera.frame import check_image, decode_image, encode_jpeg
 from spec_vlm_control.camera.go2 import Go2Source
 from spec_vlm_control.camera.opencv import OpenCVSource
 from spec_vlm_control.camera.sim import SimSource
@@ -63,6 +65,66 @@ def test_frame_is_fresh_only_within_its_age_and_never_from_the_future():
     assert not frame_is_fresh(now - SECOND - 1, now, 1.0)
     assert not frame_is_fresh(now + 1, now, 1.0)      # stamped ahead of this clock: age unknown
     assert not frame_is_fresh(0, now, 1.0)            # never stamped
+
+
+def test_a_frame_from_the_future_is_fresh_only_within_the_clock_skew():
+    now = 50 * SECOND
+    assert frame_is_fresh(now + SECOND // 20, now, 1.0, max_skew_s=0.05)
+    assert not frame_is_fresh(now + SECOND // 20 + 1, now, 1.0, max_skew_s=0.05)
+    assert not frame_is_fresh(now + 5 * SECOND, now, 1.0, max_skew_s=0.05)
+    assert not frame_is_fresh(-SECOND, now, 1.0, max_skew_s=0.05)
+
+
+# -- what the edge accepts from image/compressed --------------------------------------------
+
+def claiming(jpeg: bytes, width: int, height: int) -> bytes:
+    """The JPEG with the dimensions in its frame header (SOF0) replaced: a small file that
+    claims a huge image."""
+    at = jpeg.index(b"\xff\xc0") + 5
+    return jpeg[:at] + height.to_bytes(2, "big") + width.to_bytes(2, "big") + jpeg[at + 4:]
+
+
+def test_check_image_takes_whole_images_within_the_limits_and_refuses_the_rest():
+    jpeg = encode_jpeg(pattern(3, 64, 48), 95)
+    ok, png = cv2.imencode(".png", pattern(1, 64, 48))
+    assert check_image(jpeg, 10**6, 64 * 48) == (64, 48)
+    assert check_image(png.tobytes(), 10**6, 10**6) == (64, 48)
+    refusals = {
+        "truncated": (jpeg[: len(jpeg) // 2], 10**6, 10**6),
+        "random bytes": (bytes(np.random.default_rng(0).integers(0, 256, 1000, np.uint8)),
+                         10**6, 10**6),
+        "empty": (b"", 10**6, 10**6),
+        "too many bytes": (jpeg, len(jpeg) - 1, 10**6),
+        "too many pixels": (jpeg, 10**6, 64 * 48 - 1),
+        # 4 kB that claim 65535 x 65535 pixels: refused from the header, never decoded
+        "huge claim": (claiming(jpeg, 65535, 65535), 10**6, 10**7),
+        "not an image format the edge takes": (cv2.imencode(".bmp", pattern(1))[1].tobytes(),
+                                               10**6, 10**6),
+    }
+    for case, (data, max_bytes, max_pixels) in refusals.items():
+        with pytest.raises(FrameError):
+            check_image(data, max_bytes, max_pixels)
+            pytest.fail(f"{case}: accepted")
+
+
+@settings(derandomize=True, max_examples=300, deadline=None)
+@given(cut=st.integers(0, 2000), flips=st.lists(st.tuples(st.integers(0, 4000),
+                                                          st.integers(0, 255)), max_size=8))
+def test_check_image_never_raises_anything_but_frame_error_on_mangled_jpegs(cut, flips):
+    """Truncated and bit-flipped JPEGs: accepted only whole and within the limits, otherwise
+    refused with FrameError, never another exception (which would end the edge)."""
+    data = bytearray(FUZZ_JPEG[: len(FUZZ_JPEG) - cut])
+    for at, value in flips:
+        if data:
+            data[at % len(data)] = value
+    try:
+        width, height = check_image(bytes(data), 10**6, 10**6)
+    except FrameError:
+        return
+    assert width * height <= 10**6
+
+
+FUZZ_JPEG = encode_jpeg(pattern(5, 48, 40), 90)
 
 
 def test_a_jpeg_at_its_size_passes_through_and_resizing_reencodes():

@@ -69,3 +69,27 @@ def test_a_scene_seed_on_sim_scene_moves_the_robot_into_that_room(ros_graph, con
     count = len(odoms)
     ros_graph.wait_for(lambda: len(odoms) > count + 5, 5, "more odometry")
     assert at_start() and odoms[-1].twist.twist.angular.z == 0.0
+
+
+def test_corrupt_velocity_commands_are_ignored_and_never_integrated(ros_graph, config_dir):
+    odoms = []
+    ros_graph.node.create_subscription(Odometry, topics.ODOM, odoms.append, 10)
+    cmd = ros_graph.node.create_publisher(Twist, topics.CMD_VEL, 10)
+    sim = ros_graph.start("sim", config_dir / "sim.yaml", params={"sim_seed": 4})
+    ros_graph.wait_for(lambda: odoms and cmd.get_subscription_count() > 0, 20, "odometry")
+    start = SceneSampler(seed=4).sample().world.pose
+    for corrupt in (float("nan"), float("inf"), -float("inf"), 1e9):
+        twist = Twist()
+        twist.linear.x, twist.angular.z = 0.5, corrupt
+        cmd.publish(twist)
+        time.sleep(0.1)
+    count = len(odoms)
+    ros_graph.wait_for(lambda: len(odoms) > count + 5, 5, "more odometry")
+    pose = odoms[-1].pose.pose
+    assert (pose.position.x, pose.position.y) == (start.x, start.y)   # nothing integrated
+    assert all(math.isfinite(v) for v in (pose.orientation.z, pose.orientation.w))
+    assert "ignored: not finite or beyond cmd_limit" in sim.log()
+    twist = Twist()
+    twist.angular.z = 1.0                                  # a sound command still drives it
+    cmd.publish(twist)
+    ros_graph.wait_for(lambda: abs(odoms[-1].twist.twist.angular.z) > 0, 5, "the turn")

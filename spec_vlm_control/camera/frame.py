@@ -6,27 +6,58 @@ JPEG that needs no resizing is published byte for byte as it was captured or rec
 """
 from __future__ import annotations
 
+import io
 from dataclasses import dataclass
 from typing import Optional
 
 import cv2
 import numpy as np
+from PIL import Image, UnidentifiedImageError
 
 
 class FrameError(ValueError):
     """One frame could not be used (undecodable, empty); the source itself may still work."""
 
 
-def frame_is_fresh(stamp_ns: int, now_ns: int, max_age_s: float) -> bool:
+# What the edge accepts as a camera frame: the formats the camera node publishes and bags
+# hold, opened by PIL, the decoder that builds the prompts from the same bytes.
+IMAGE_FORMATS = ("JPEG", "PNG")
+
+
+def frame_is_fresh(stamp_ns: int, now_ns: int, max_age_s: float,
+                   max_skew_s: float = 0.0) -> bool:
     """Whether a frame captured at `stamp_ns` may still be used for a decision at `now_ns`.
 
-    A frame stamped in the future (clocks of two machines disagreeing) is not trusted either:
-    its age is unknown. A zero stamp means "never stamped" and is never fresh.
+    A frame stamped further ahead than `max_skew_s` (the clock skew tolerated between two
+    processes of one host) is not trusted either: its age is unknown. A zero or negative
+    stamp means "never stamped" (or a corrupt one) and is never fresh.
     """
     if stamp_ns <= 0:
         return False
     age_ns = now_ns - stamp_ns
-    return 0 <= age_ns <= max_age_s * 1e9
+    return -max_skew_s * 1e9 <= age_ns <= max_age_s * 1e9
+
+
+def check_image(data: bytes, max_bytes: int, max_pixels: int) -> tuple[int, int]:
+    """(width, height) of an image that may go into a prompt, else FrameError: at most
+    `max_bytes`, at most `max_pixels` as its header declares them (checked before decoding:
+    a small file can claim huge dimensions) and decodable to its end."""
+    if len(data) > max_bytes:
+        raise FrameError(f"image of {len(data)} bytes, more than max_image_bytes {max_bytes}")
+    try:
+        with Image.open(io.BytesIO(data), formats=IMAGE_FORMATS) as image:
+            width, height = image.size
+            if width * height > max_pixels:
+                raise FrameError(f"image of {width}x{height} pixels, more than "
+                                 f"max_image_pixels {max_pixels}")
+            image.load()
+    except FrameError:
+        raise
+    except UnidentifiedImageError:
+        raise FrameError(f"not a JPEG or PNG image ({len(data)} bytes)") from None
+    except Exception as error:  # hostile bytes make PIL raise errors of many kinds
+        raise FrameError(f"not a decodable image ({len(data)} bytes): {error}") from None
+    return width, height
 
 
 @dataclass(frozen=True)

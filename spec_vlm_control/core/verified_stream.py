@@ -23,6 +23,7 @@ class VerifiedStream:
         self.tokens: list[int] = []
         self.text = ""
         self.seq = 0
+        self.final = False        # the final chunk went out: the controller's plan is whole
 
     def __call__(self, tokens: list[int], final: bool) -> None:
         self.tokens += tokens
@@ -37,3 +38,4 @@ class VerifiedStream:
         self.publish(VerifiedTokens(self.request_id, self.seq, list(tokens), delta, final,
                                     self.stamp))
         self.seq += 1
+        self.final = final

@@ -7,7 +7,8 @@ Publishes   image/compressed (sensor_msgs/CompressedImage, JPEG), image_raw
             (sensor_msgs/Image rgb8, if publish_raw), both best effort with depth 1: a late
             frame is worthless, the next one replaces it. /clock (rosgraph_msgs/Clock, bag
             source with publish_clock: the recorded log time of each frame, just before it).
-Subscribes  odom (nav_msgs/Odometry, source `sim` only: the pose the ego view is rendered from),
+Subscribes  odom (nav_msgs/Odometry, source `sim` only: the pose the ego view is rendered from;
+            a non-finite pose is ignored with a warning),
             sim/scene (std_msgs/UInt32, latched, source `sim` only: the scene to render, as
             the sim node switches to it)
 Stamps      capture time in the node's clock; a bag replay keeps the recorded stamps with
@@ -28,19 +29,20 @@ from sensor_msgs.msg import CompressedImage, Image
 
 from spec_vlm_control.camera import (BagReplay, Frame, FrameError, Paced, Shaper, SourceError,
                                      run_capture)
-from spec_vlm_control.nodes.common import declare_parameters, spin
+from spec_vlm_control.nodes.common import OneOf, Range, declare_parameters, spin
 
-# name -> (default, description); config/camera.yaml lists the same keys.
+# name -> (default, description[, check]); config/camera.yaml lists the same keys.
 PARAMETERS = {
     "source": ("opencv", "where frames come from: 'opencv' (device, file, URL), 'bag' "
                          "(rosbag2 replay), 'go2' (Unitree Go2 front camera), 'sim' "
-                         "(simulated world's ego camera)"),
+                         "(simulated world's ego camera)", OneOf(("opencv", "bag", "go2", "sim"))),
     "rate_hz": (10.0, "frame rate of the live sources (opencv, go2, sim); a bag replays at "
-                      "its recorded pace times bag_rate"),
-    "width": (0, "published width in pixels; 0 keeps the source's width"),
-    "height": (0, "published height in pixels; 0 keeps the source's height"),
+                      "its recorded pace times bag_rate", Range(0.0, 1000.0, low_open=True)),
+    "width": (0, "published width in pixels; 0 keeps the source's width", Range(0, 8192)),
+    "height": (0, "published height in pixels; 0 keeps the source's height", Range(0, 8192)),
     "jpeg_quality": (90, "JPEG quality (1-100) when a frame has to be (re-)encoded; a JPEG "
-                         "source at the published size is passed through unchanged"),
+                         "source at the published size is passed through unchanged",
+                     Range(1, 100)),
     "publish_raw": (False, "also publish sensor_msgs/Image (rgb8) on image_raw"),
     "frame_id": ("camera_front", "header.frame_id of the published images"),
     "wait_for_subscriber": (False, "hold the first frame until image/compressed has a "
@@ -51,13 +53,16 @@ PARAMETERS = {
     "bag_path": ("", "source 'bag': rosbag2 directory or .mcap/.db3 file"),
     "bag_topic": ("", "source 'bag': image topic to replay (CompressedImage or Image); empty "
                       "= the bag's only image topic"),
-    "bag_rate": (1.0, "source 'bag': replay speed, 1.0 = as recorded, 2.0 = twice as fast"),
+    "bag_rate": (1.0, "source 'bag': replay speed, 1.0 = as recorded, 2.0 = twice as fast",
+                 Range(0.0, 1000.0, low_open=True)),
     "publish_clock": (False, "source 'bag': publish the recorded time on /clock (for nodes "
                              "running with use_sim_time)"),
     "go2_interface": ("eth0", "source 'go2': network interface that reaches the robot"),
-    "go2_domain_id": (0, "source 'go2': the robot's DDS domain"),
-    "go2_timeout_s": (1.0, "source 'go2': GetImageSample reply timeout"),
-    "sim_seed": (0, "source 'sim': seed of the scene (the simulator must use the same one)"),
+    "go2_domain_id": (0, "source 'go2': the robot's DDS domain", Range(0, 232)),
+    "go2_timeout_s": (1.0, "source 'go2': GetImageSample reply timeout",
+                      Range(0.0, low_open=True)),
+    "sim_seed": (0, "source 'sim': seed of the scene (the simulator must use the same one)",
+                 Range(0)),
 }
 
 IMAGE_QOS = QoSProfile(depth=1, reliability=ReliabilityPolicy.BEST_EFFORT)
@@ -131,10 +136,16 @@ class CameraNode(Node):
 
         def on_odom(msg: Odometry) -> None:
             q, pos = msg.pose.pose.orientation, msg.pose.pose.position
+            if not all(map(math.isfinite, (pos.x, pos.y, q.x, q.y, q.z, q.w))):
+                self.bad_odom += 1
+                self.get_logger().warning(f"camera: odometry with a non-finite pose ignored "
+                                          f"({self.bad_odom} so far)", throttle_duration_sec=1.0)
+                return
             yaw = math.atan2(2 * (q.w * q.z + q.x * q.y), 1 - 2 * (q.y * q.y + q.z * q.z))
             self._sim_world = replace(self._sim_world, pose=Pose(pos.x, pos.y, yaw))
 
         load(self.p["sim_seed"])
+        self.bad_odom = 0
         self.create_subscription(Odometry, topics.ODOM, on_odom, 10)
         self.create_subscription(UInt32, topics.SIM_SCENE, lambda m: load(m.data), LATCHED_QOS)
         return SimSource(lambda: self._sim_world, camera, self.now_ns)

@@ -115,10 +115,13 @@ class ControllerNode(Node):
         self.core.watchdog.start()
         # All callbacks share the node's default, mutually exclusive group: the core is
         # never entered concurrently (only the watchdog thread runs beside it).
-        self.create_subscription(VerifiedTokens, topics.VERIFIED_TOKENS, self.on_tokens,
-                                 PROTOCOL_QOS)
+        # Created first, so that when a safety input and a chunk wait together the safety
+        # input is taken first (the executor serves ready subscriptions in creation order):
+        # the edge clears link_failed just before the first chunk of a recovered answer.
         self.create_subscription(Bool, topics.ESTOP, self.on_estop, LATCHED_QOS)
         self.create_subscription(Bool, topics.LINK_FAILED, self.on_link, LATCHED_QOS)
+        self.create_subscription(VerifiedTokens, topics.VERIFIED_TOKENS, self.on_tokens,
+                                 PROTOCOL_QOS)
         self.create_subscription(RangeReading, topics.RANGE, self.on_range, SENSOR_QOS)
         self.create_timer(1.0 / config.rate_hz, self.on_tick)
         self.create_timer(p["diagnostics_period_s"], self.publish_health)

@@ -4,6 +4,15 @@ Takes the latest camera frame and the current instruction, decides when to ask f
 action, runs one EdgeSession per request (core/edge.py) on a thread of its own, and streams
 only *verified* tokens to the controller as they become final.
 
+What arrives from the network is checked before it is kept: a frame that is too large (in
+bytes or in the pixels its header claims), undecodable, or stamped in the future or before
+the epoch is dropped and counted, and the previous good frame stays. A decision without a
+usable frame is not started: it is logged, shown in /diagnostics and reported as a
+RequestStats with ok false. Every request ends the controller's plan for it one way or the
+other: its final chunk, or link_failed when it failed or ended without one (a cancelled
+request is followed by the next one's chunk 0); link_failed clears just before the first
+verified chunk of an answered request, so the controller takes that plan.
+
 Subscribes  image/compressed (sensor QoS), instruction (std_msgs/String), plan_status,
             spec_vlm/verdict, spec_vlm/committed, spec_vlm/error (protocol QoS)
 Publishes   spec_vlm/request, spec_vlm/draft, spec_vlm/cancel, verified_tokens,
@@ -23,46 +32,63 @@ from std_msgs.msg import Bool, Header, String
 
 import spec_vlm_control.msg as ros
 from spec_vlm_control import topics
-from spec_vlm_control.camera.frame import frame_is_fresh
+from spec_vlm_control.camera.frame import FrameError, check_image, frame_is_fresh
 from spec_vlm_control.core.edge import EdgeConfig, EdgeSession
 from spec_vlm_control.core.clock import RealClock
-from spec_vlm_control.core.models.loading import load_model
+from spec_vlm_control.core.metrics import RequestStats
+from spec_vlm_control.core.models.loading import DTYPES, load_model
 from spec_vlm_control.core.prompts import request_prompt
 from spec_vlm_control.core.protocol import (MODES, DecodeRequest, DecodingParams, Handshake,
-                                            PlanStatus)
+                                            PlanStatus, RequestIds)
 from spec_vlm_control.core.realtime import ActorThread
 from spec_vlm_control.core.verified_stream import VerifiedStream
-from spec_vlm_control.nodes.common import (LATCHED_QOS, PROTOCOL_QOS, SENSOR_QOS,
-                                           declare_parameters, spin)
+from spec_vlm_control.nodes.common import (LATCHED_QOS, PROTOCOL_QOS, SENSOR_QOS, ConfigError,
+                                           OneOf, Range, declare_parameters, spin)
 from spec_vlm_control.nodes.convert import from_ros, to_ros
+
+POSITIVE = Range(0.0, low_open=True)
+TRIGGERS = ("instruction", "plan_finished", "periodic")
 
 PARAMETERS = {
     "robot_id": ("go2", "identifies this robot's sessions at the cloud"),
     "model": ("", "draft model: a local folder, a repo id in the local HF cache, or a .gguf"),
-    "dtype": ("fp32", "fp32, fp16 or bf16"),
+    "dtype": ("fp32", "number format of the weights", OneOf(tuple(DTYPES))),
     "device": ("cpu", "cpu or cuda"),
-    "threads": (0, "torch CPU threads (0 = torch's default)"),
+    "threads": (0, "torch CPU threads (0 = torch's default)", Range(0, 1024)),
     "system_prompt": ("", "system message of every prompt; must equal the cloud's"),
     "use_image": (True, "send the camera frame with each request (false: text-only models)"),
     "mode": ("pipelined", "plain, early_exit, preemptive, pipelined or cloud_led "
-                          "(see README: cost-first vs latency-first)"),
-    "block_size": (4, "k: draft tokens per block"),
-    "max_new_tokens": (32, "longest action, in tokens"),
-    "temperature": (0.0, "0 = greedy; > 0 = speculative sampling at this temperature"),
-    "top_p": (1.0, "nucleus sampling threshold (sampling only)"),
-    "seed": (0, "seed of the sampling random stream"),
+                          "(see README: cost-first vs latency-first)", OneOf(tuple(MODES))),
+    "block_size": (4, "k: draft tokens per block", Range(1, 64)),
+    "max_new_tokens": (32, "longest action, in tokens", Range(1, 4096)),
+    "temperature": (0.0, "0 = greedy; > 0 = speculative sampling at this temperature",
+                    Range(0.0, 100.0)),
+    "top_p": (1.0, "nucleus sampling threshold (sampling only)", Range(0.0, 1.0, low_open=True)),
+    "seed": (0, "seed of the sampling random stream", Range(0)),
     "trigger": ("instruction", "when to ask for a new action: 'instruction' (on each new "
                                "instruction), 'plan_finished' (also each time the controller "
-                               "finishes a plan), 'periodic' (also every period_s)"),
-    "period_s": (2.0, "re-decision period of trigger 'periodic'"),
-    "max_frame_age_s": (0.5, "a frame older than this is never used for a decision"),
-    "resend_after_s": (1.0, "resend outstanding messages after this long without progress"),
+                               "finishes a plan), 'periodic' (also every period_s)",
+                OneOf(TRIGGERS)),
+    "period_s": (2.0, "re-decision period of trigger 'periodic'", POSITIVE),
+    "max_frame_age_s": (0.5, "a frame older than this is never used for a decision", POSITIVE),
+    "max_clock_skew_s": (0.05, "a frame stamped further than this ahead of the edge's clock "
+                               "(camera and edge share a host) is dropped", Range(0.0, 1.0)),
+    "max_image_bytes": (4_000_000, "a frame larger than this is dropped on arrival",
+                        Range(1)),
+    "max_image_pixels": (4_000_000, "a frame whose header claims more pixels than this is "
+                                    "dropped on arrival, before it is decoded", Range(1)),
+    "resend_after_s": (1.0, "resend outstanding messages after this long without progress",
+                       POSITIVE),
     "deadline_s": (10.0, "give up a request (and report a link failure) when no token has "
-                         "been verified for this long"),
-    "pipeline_depth": (3, "pipelined mode: draft blocks in flight at most"),
+                         "been verified for this long", POSITIVE),
+    "pipeline_depth": (3, "pipelined mode: draft blocks in flight at most", Range(1, 64)),
     "target_model_hash": ("", "refuse a cloud whose target has another hash (empty = any)"),
     "record": ("", "folder of an MCAP bag that records every request (empty = off)"),
 }
+
+def nanoseconds(stamp) -> int:
+    return stamp.sec * 10**9 + stamp.nanosec
+
 
 OUTGOING = {"DecodeRequest": topics.REQUEST, "DraftBlock": topics.DRAFT, "Cancel": topics.CANCEL}
 
@@ -71,12 +97,12 @@ class EdgeNode(Node):
     def __init__(self):
         super().__init__("edge")
         self.p = p = declare_parameters(self, PARAMETERS)
-        if p["mode"] not in MODES:
-            raise ValueError(f"mode must be one of {sorted(MODES)}, not {p['mode']!r}")
-        if p["trigger"] not in ("instruction", "plan_finished", "periodic"):
-            raise ValueError(f"unknown trigger {p['trigger']!r}")
         if not p["model"]:
-            raise ValueError("parameter 'model' is required (the draft model)")
+            raise ConfigError("parameter 'model' is required (the draft model)")
+        try:
+            torch.device(p["device"])
+        except RuntimeError as error:
+            raise ConfigError(f"parameter 'device' = {p['device']!r}: {error}") from None
         if p["threads"] > 0:
             torch.set_num_threads(p["threads"])
         self.model = load_model(p["model"], p["dtype"], p["device"])
@@ -110,13 +136,18 @@ class EdgeNode(Node):
                                      lambda m: self._record(topics.CMD_VEL, m), 10)
 
         self.frame: Optional[CompressedImage] = None
+        self.bad_frames = 0
+        self.last_bad_frame = ""
+        self.refusal = ""                   # why the last decision was not started, if it was not
         self.instruction = ""
-        self.next_request_id = 1
+        self.request_ids = RequestIds()
         self.session: Optional[EdgeSession] = None
+        self.stream: Optional[VerifiedStream] = None
         self.runner: Optional[ActorThread] = None
         self.reported = True
         self.last_stats: Optional[ros.RequestStats] = None
         self.link_failed: Optional[bool] = None
+        self._link_lock = threading.Lock()
         self._set_link_failed(False)
         self.create_timer(0.05, self._check_done)
         self.create_timer(1.0, self._publish_diagnostics)
@@ -127,7 +158,27 @@ class EdgeNode(Node):
 
     # -- inputs -----------------------------------------------------------------------------
     def _on_image(self, msg: CompressedImage) -> None:
+        try:
+            self._check_frame(msg)
+        except FrameError as error:
+            self.bad_frames += 1
+            self.last_bad_frame = str(error)
+            self.get_logger().warning(f"bad camera frame dropped ({self.bad_frames} so far): "
+                                      f"{error}", throttle_duration_sec=1.0)
+            return
         self.frame = msg
+
+    def _check_frame(self, msg: CompressedImage) -> None:
+        """FrameError unless `msg` may be used for a decision (its age aside)."""
+        stamp_ns = nanoseconds(msg.header.stamp)
+        if stamp_ns <= 0:
+            raise FrameError(f"stamp {msg.header.stamp.sec}.{msg.header.stamp.nanosec:09d} "
+                             "is not a capture time")
+        ahead_s = (stamp_ns - self.get_clock().now().nanoseconds) * 1e-9
+        if ahead_s > self.p["max_clock_skew_s"]:
+            raise FrameError(f"stamped {ahead_s:.3f} s in the future (max_clock_skew_s "
+                             f"{self.p['max_clock_skew_s']:g})")
+        check_image(bytes(msg.data), self.p["max_image_bytes"], self.p["max_image_pixels"])
 
     def _on_instruction(self, msg: String) -> None:
         self.instruction = msg.data.strip()
@@ -148,18 +199,15 @@ class EdgeNode(Node):
     def _decide(self, reason: str) -> None:
         if not self.instruction:
             return
-        frame = self.frame
-        if self.p["use_image"]:
-            now_ns = self.get_clock().now().nanoseconds
-            stamp_ns = frame.header.stamp.sec * 10**9 + frame.header.stamp.nanosec if frame else 0
-            if frame is None or not frame_is_fresh(stamp_ns, now_ns, self.p["max_frame_age_s"]):
-                self.get_logger().warning(f"no decision ({reason}): no camera frame younger "
-                                          f"than {self.p['max_frame_age_s']} s")
-                return
-        self._stop_session("preempted by a new decision")
-        request_id = self.next_request_id
-        self.next_request_id += 1
-        p = self.p
+        frame, p = self.frame, self.p
+        request_id = self.request_ids.next()
+        if p["use_image"] and (frame is None or not frame_is_fresh(
+                nanoseconds(frame.header.stamp), self.get_clock().now().nanoseconds,
+                p["max_frame_age_s"], p["max_clock_skew_s"])):
+            dropped = f" ({self.bad_frames} bad frames dropped, the last: " \
+                      f"{self.last_bad_frame})" if self.bad_frames else ""
+            return self._refuse(request_id, reason, f"no usable camera frame younger than "
+                                                    f"{p['max_frame_age_s']:g} s{dropped}")
         params = DecodingParams(MODES[p["mode"]], p["block_size"], p["max_new_tokens"],
                                 p["temperature"], p["top_p"], p["seed"])
         request = DecodeRequest(
@@ -168,13 +216,18 @@ class EdgeNode(Node):
             params, Handshake(tokenizer_hash=self.model.fingerprint,
                               target_model_hash=p["target_model_hash"]),
             stamp=(frame.header.stamp.sec + frame.header.stamp.nanosec * 1e-9) if frame else 0.0)
-        prompt = request_prompt(self.model.prompts, request, p["system_prompt"] or None)
+        try:
+            prompt = request_prompt(self.model.prompts, request, p["system_prompt"] or None)
+        except (ValueError, OSError) as error:   # e.g. an image the processor cannot take
+            return self._refuse(request_id, reason, f"no prompt: {error}")
+        self._stop_session("preempted by a new decision")
+        self.refusal = ""
         if frame is not None and p["use_image"]:
             self._record(topics.IMAGE, frame)
         self.reported = False
-        stream = VerifiedStream(request_id, self._publish_verified,
-                                lambda ids: self.model.tokenizer.decode(ids, skip_special_tokens=True),
-                                request.stamp)
+        self.stream = stream = VerifiedStream(
+            request_id, self._publish_verified,
+            lambda ids: self.model.tokenizer.decode(ids, skip_special_tokens=True), request.stamp)
         self.session = EdgeSession(self.model.adapter, prompt, request, RealClock(),
                                    send=self._send, config=self.config, on_tokens=stream)
         self.runner = ActorThread(self.session, "edge session", on_error=self._on_runner_error)
@@ -187,8 +240,24 @@ class EdgeNode(Node):
         self.publishers_by_type[type(message).__name__].publish(msg)
         self._record(OUTGOING[type(message).__name__], msg)
 
+    def _refuse(self, request_id: int, reason: str, why: str) -> None:
+        """A decision that is not started says why: log, /diagnostics and a failed
+        RequestStats, so no one waits for its answer."""
+        self.refusal = why
+        self.get_logger().warning(f"request {request_id} not started ({reason}): {why}",
+                                  throttle_duration_sec=1.0)
+        msg = to_ros(RequestStats(robot_id=self.p["robot_id"], request_id=request_id,
+                                  mode=MODES[self.p["mode"]], ok=False,
+                                  error=f"not started: {why}"))
+        self.stats_pub.publish(msg)
+        self._record(topics.REQUEST_STATS, msg)
+        self._publish_diagnostics()
+
     def _publish_verified(self, chunk) -> None:
-        """On the session's thread: tokens the target has decided, toward the controller."""
+        """On the session's thread: tokens the target has decided, toward the controller.
+        The first chunk of an answered request clears a past link failure first, so the
+        controller takes this plan instead of refusing it."""
+        self._set_link_failed(False)
         msg = to_ros(chunk)
         self.verified_pub.publish(msg)
         self._record(topics.VERIFIED_TOKENS, msg)
@@ -214,31 +283,41 @@ class EdgeNode(Node):
         if session is None or not session.done or self.reported:
             return
         self.reported = True
-        stats = to_ros(session.stats())
+        result = session.stats()
+        if result.ok and not self.stream.final:
+            # The cloud ended the session before the answer did (a Cancel from elsewhere):
+            # the controller must not run a cut text as if it were whole.
+            result.ok, result.error = False, f"answer ended after {result.tokens} tokens " \
+                                             "without its final chunk"
+        stats = to_ros(result)
         self.stats_pub.publish(stats)
         self._record(topics.REQUEST_STATS, stats)
         self.last_stats = stats
-        if session.error:
-            self.get_logger().error(f"request {session.request.request_id} failed: "
-                                    f"{session.error}")
+        if not stats.ok:
+            self.get_logger().error(f"request {stats.request_id} failed: {stats.error}")
         else:
-            self.get_logger().info(f"request {session.request.request_id}: {stats.tokens} tokens "
+            self.get_logger().info(f"request {stats.request_id}: {stats.tokens} tokens "
                                    f"in {stats.total_s:.3f} s, {stats.rounds} rounds, "
                                    f"{stats.mean_accepted_per_round:.2f} accepted/round")
-        self._set_link_failed(bool(session.error) and not session.cancelled)
+        if not stats.ok and not session.cancelled:
+            self._set_link_failed(True)     # ends the controller's plan (and stops the robot)
         self._publish_diagnostics()
 
     # -- health ---------------------------------------------------------------------------------
     def _set_link_failed(self, failed: bool) -> None:
-        if failed != self.link_failed:
-            self.link_failed = failed
-            self.link_pub.publish(Bool(data=failed))
+        """From the main thread and the session's thread: each change published once."""
+        with self._link_lock:
+            if failed != self.link_failed:
+                self.link_failed = failed
+                self.link_pub.publish(Bool(data=failed))
 
     def _publish_diagnostics(self) -> None:
         status = DiagnosticStatus(name="spec_vlm_control: edge", hardware_id=self.p["robot_id"])
         s = self.last_stats
         if self.link_failed:
             status.level, status.message = DiagnosticStatus.ERROR, f"decode link failed: {s.error}"
+        elif self.refusal:
+            status.level, status.message = DiagnosticStatus.WARN, f"no decision: {self.refusal}"
         elif s is None:
             status.level, status.message = DiagnosticStatus.OK, "no request yet"
         else:
@@ -250,6 +329,8 @@ class EdgeNode(Node):
                 ("early_hit_rate", f"{s.early_hit_rate:.2f}"),
                 ("time_to_first_token_s", f"{s.time_to_first_token_s:.3f}"),
                 ("total_s", f"{s.total_s:.3f}"))]
+        status.values += [KeyValue(key="bad_frames", value=str(self.bad_frames)),
+                          KeyValue(key="last_bad_frame", value=self.last_bad_frame)]
         self.diag_pub.publish(DiagnosticArray(header=Header(stamp=self.get_clock().now().to_msg()),
                                               status=[status]))
 
@@ -262,6 +343,8 @@ class EdgeNode(Node):
                                 self.get_clock().now().nanoseconds)
 
     def close(self) -> None:
+        if self.session is not None and not self.session.done:
+            self._set_link_failed(True)     # no final chunk will come for the running plan
         self._stop_session("edge shutting down")
         if self.recorder is not None:
             with self._record_lock:

@@ -7,6 +7,9 @@ ego view from that odometry; it must use the same `sim_seed` (and its default im
 A seed on `sim/scene` moves both to that scene's room and start pose, so one running graph
 can do task after task (the demo) without restarting a node.
 
+A command with a non-finite or absurd component (beyond `cmd_limit`) is corrupt: it is
+ignored with a warning (as if lost), never clamped into motion.
+
 Subscribes  cmd_vel (geometry_msgs/Twist), sim/scene (std_msgs/UInt32, latched)
 Publishes   odom (nav_msgs/Odometry), range (sensor_msgs/Range)
 """
@@ -18,19 +21,26 @@ import time
 from geometry_msgs.msg import Twist as TwistMsg
 from nav_msgs.msg import Odometry
 from rclpy.node import Node
-from sensor_msgs.msg import Range
+from sensor_msgs.msg import Range as RangeMsg
 from std_msgs.msg import UInt32
 
 from spec_vlm_control import topics
-from spec_vlm_control.nodes.common import LATCHED_QOS, SENSOR_QOS, declare_parameters, spin
+from spec_vlm_control.nodes.common import (LATCHED_QOS, SENSOR_QOS, Range, declare_parameters,
+                                           spin)
 from spec_vlm_control.sim.scenes import SceneSampler
 from spec_vlm_control.sim.world import Twist
 
+POSITIVE = Range(0.0, low_open=True)
+
 PARAMETERS = {
-    "sim_seed": (0, "scene seed (room, objects, start pose); the camera's must be the same"),
-    "rate_hz": (50.0, "integration and odometry rate"),
-    "cmd_timeout_s": (0.5, "a velocity command older than this counts as zero, as on the Go2"),
-    "range_max_m": (5.0, "reach of the forward range sensor"),
+    "sim_seed": (0, "scene seed (room, objects, start pose); the camera's must be the same",
+                 Range(0)),
+    "rate_hz": (50.0, "integration and odometry rate", Range(0.0, 1000.0, low_open=True)),
+    "cmd_timeout_s": (0.5, "a velocity command older than this counts as zero, as on the Go2",
+                      POSITIVE),
+    "range_max_m": (5.0, "reach of the forward range sensor", POSITIVE),
+    "cmd_limit": (10.0, "a cmd_vel component beyond +-this (m/s, rad/s) marks the command "
+                        "corrupt: it is ignored, not clamped to the speed limits", POSITIVE),
 }
 
 
@@ -39,11 +49,12 @@ class SimNode(Node):
         super().__init__("sim")
         self.p = declare_parameters(self, PARAMETERS)
         self._load(self.p["sim_seed"])
+        self.bad_cmds = 0
         self.create_subscription(TwistMsg, topics.CMD_VEL, self._on_cmd, 10)
         self.create_subscription(UInt32, topics.SIM_SCENE, lambda m: self._load(m.data),
                                  LATCHED_QOS)
         self.odom_pub = self.create_publisher(Odometry, topics.ODOM, 10)
-        self.range_pub = self.create_publisher(Range, topics.RANGE, SENSOR_QOS)
+        self.range_pub = self.create_publisher(RangeMsg, topics.RANGE, SENSOR_QOS)
         self.last = time.monotonic()
         self.create_timer(1.0 / self.p["rate_hz"], self._step)
         self.get_logger().info(f"ready: scene {self.seed}")
@@ -58,7 +69,14 @@ class SimNode(Node):
                                f"{scene.task.instruction!r}")
 
     def _on_cmd(self, msg: TwistMsg) -> None:
-        self.cmd, self.cmd_at = Twist(msg.linear.x, msg.linear.y, msg.angular.z), time.monotonic()
+        values = (msg.linear.x, msg.linear.y, msg.angular.z)
+        if not all(math.isfinite(v) and abs(v) <= self.p["cmd_limit"] for v in values):
+            self.bad_cmds += 1
+            self.get_logger().warning(f"cmd_vel {values} ignored: not finite or beyond "
+                                      f"cmd_limit {self.p['cmd_limit']:g} ({self.bad_cmds} so "
+                                      "far)", throttle_duration_sec=1.0)
+            return
+        self.cmd, self.cmd_at = Twist(*values), time.monotonic()
 
     def _step(self) -> None:
         now = time.monotonic()
@@ -75,7 +93,7 @@ class SimNode(Node):
         odom.twist.twist.linear.x, odom.twist.twist.linear.y = twist.vx, twist.vy
         odom.twist.twist.angular.z = twist.vyaw
         self.odom_pub.publish(odom)
-        reading = Range(radiation_type=Range.INFRARED, field_of_view=0.05, min_range=0.0,
+        reading = RangeMsg(radiation_type=RangeMsg.INFRARED, field_of_view=0.05, min_range=0.0,
                         max_range=self.p["range_max_m"],
                         range=self.world.range_ahead(self.p["range_max_m"]))
         reading.header.stamp, reading.header.frame_id = stamp, "range_front"
