@@ -323,3 +323,28 @@ def test_verified_stream_numbers_chunks_and_decodes_whole_characters():
     assert [m.seq for m in sent] == [0, 1, 2] and [m.final for m in sent] == [False, False, True]
     assert [t for m in sent for t in m.token_ids] == data
     assert [m.text_delta for m in sent] == ["go ", "", "ü"]
+
+
+def test_cloud_led_chains_stay_within_the_clouds_block_limit():
+    """A long lead (large k, a slow link) is still sent as blocks the cloud accepts: the
+    chain beyond the known prefix never exceeds MAX_BLOCK_TOKENS."""
+    from spec_vlm_control.core.protocol import MAX_BLOCK_TOKENS, DraftBlock
+    pair = llama_pair(1)
+    params = DecodingParams(mode=MODES["cloud_led"], block_size=24, max_new_tokens=150)
+    link = dict(latency_s=0.1)
+    edge, cloud = build(pair.target, MixtureDraft(pair.target, 1.0), pair.prompt, params,
+                        costs=Costs(target_pass=0.001, draft_pass=0.0001))
+    blocks = []
+    receive = cloud.receive
+
+    def record(message):
+        if isinstance(message, DraftBlock):
+            blocks.append(len(message.tokens))
+        receive(message)
+    cloud.receive = record
+    outcome = run_request(edge, cloud, LinkEmulator(**link), LinkEmulator(**link))
+    assert outcome.stats.ok, outcome.stats.error
+    assert blocks and max(blocks) == MAX_BLOCK_TOKENS
+    plain = decode(pair.target, MixtureDraft(pair.target, 1.0), pair.prompt,
+                   DecodingParams(mode=PLAIN, block_size=4, max_new_tokens=150))
+    assert outcome.tokens == plain.tokens

@@ -6,22 +6,18 @@ JPEG that needs no resizing is published byte for byte as it was captured or rec
 """
 from __future__ import annotations
 
-import io
 from dataclasses import dataclass
 from typing import Optional
 
 import cv2
 import numpy as np
-from PIL import Image, UnidentifiedImageError
+
+from spec_vlm_control.core.validation import BadMessage
+from spec_vlm_control.core.validation import decode_image as prompt_image
 
 
 class FrameError(ValueError):
     """One frame could not be used (undecodable, empty); the source itself may still work."""
-
-
-# What the edge accepts as a camera frame: the formats the camera node publishes and bags
-# hold, opened by PIL, the decoder that builds the prompts from the same bytes.
-IMAGE_FORMATS = ("JPEG", "PNG")
 
 
 def frame_is_fresh(stamp_ns: int, now_ns: int, max_age_s: float,
@@ -40,24 +36,14 @@ def frame_is_fresh(stamp_ns: int, now_ns: int, max_age_s: float,
 
 def check_image(data: bytes, max_bytes: int, max_pixels: int) -> tuple[int, int]:
     """(width, height) of an image that may go into a prompt, else FrameError: at most
-    `max_bytes`, at most `max_pixels` as its header declares them (checked before decoding:
-    a small file can claim huge dimensions) and decodable to its end."""
+    `max_bytes`, and what the cloud would accept of it (core/validation.py: a JPEG or PNG,
+    at most `max_pixels` as its header declares them, decodable to its end)."""
     if len(data) > max_bytes:
         raise FrameError(f"image of {len(data)} bytes, more than max_image_bytes {max_bytes}")
     try:
-        with Image.open(io.BytesIO(data), formats=IMAGE_FORMATS) as image:
-            width, height = image.size
-            if width * height > max_pixels:
-                raise FrameError(f"image of {width}x{height} pixels, more than "
-                                 f"max_image_pixels {max_pixels}")
-            image.load()
-    except FrameError:
-        raise
-    except UnidentifiedImageError:
-        raise FrameError(f"not a JPEG or PNG image ({len(data)} bytes)") from None
-    except Exception as error:  # hostile bytes make PIL raise errors of many kinds
-        raise FrameError(f"not a decodable image ({len(data)} bytes): {error}") from None
-    return width, height
+        return prompt_image(data, max_pixels).size
+    except BadMessage as error:
+        raise FrameError(str(error)) from None
 
 
 @dataclass(frozen=True)

@@ -32,8 +32,9 @@ from typing import Callable, Optional
 
 from .models.base import DecoderAdapter, Prompt
 from .prefix import CommittedPrefix
-from .protocol import (PROTOCOL_VERSION, Cancel, CommittedTokens, DecodeError, DecodeRequest,
-                       DecodingParams, DraftBlock, Verdict, new_epoch, session_key)
+from .protocol import (MAX_BLOCK_TOKENS, PROTOCOL_VERSION, Cancel, CommittedTokens,
+                       DecodeError, DecodeRequest, DecodingParams, DraftBlock, Verdict,
+                       new_epoch, session_key)
 from .sampling import RandomStream, dense
 from .sequence import Sequence, common_length
 from .verdict import Judgement, VerdictRule
@@ -54,7 +55,7 @@ class CloudConfig:
     max_requests_per_s: float = 10.0  # new requests of one robot_id, on average...
     request_burst: int = 20          # ...and at once (token bucket)
     # what one message may ask for (core/validation.py); beyond it: BAD_REQUEST
-    max_block_tokens: int = 64       # draft tokens in one block (and block_size)
+    max_block_tokens: int = MAX_BLOCK_TOKENS  # draft tokens in one block (and block_size)
     max_new_tokens: int = 1024       # DecodingParams.max_new_tokens
     max_instruction_chars: int = 2000
     max_image_bytes: int = 4 << 20

@@ -47,8 +47,8 @@ from typing import Callable, Optional
 from .metrics import EdgeTally, RequestStats
 from .models.base import DecoderAdapter, Prompt
 from .prefix import CommittedPrefix, prefix_hash
-from .protocol import (Cancel, CommittedTokens, DecodeError, DecodeRequest, DecodingParams,
-                       DraftBlock, Verdict)
+from .protocol import (MAX_BLOCK_TOKENS, Cancel, CommittedTokens, DecodeError, DecodeRequest,
+                       DecodingParams, DraftBlock, Verdict)
 from .sampling import SLOT_DRAFT, RandomStream, sample, truncate, warp
 from .sequence import Sequence
 
@@ -442,7 +442,8 @@ class EdgeSession:
         lag = 0
         if self.token_interval and self.round_trip:
             lag = int(self.round_trip / max(self.token_interval, 1e-9))
-        return lag + self.config.lead_blocks * max(1, self.params.block_size)
+        lead = lag + self.config.lead_blocks * max(1, self.params.block_size)
+        return min(lead, MAX_BLOCK_TOKENS)             # the chain is sent as one block
 
     def _chain_short(self) -> bool:
         ahead = len(self.chain) - len(self.tokens)
@@ -451,7 +452,8 @@ class EdgeSession:
     def _extend_chain(self) -> None:
         if not extends(self.chain, self.tokens):
             self.chain = list(self.tokens)
-        k = min(max(1, self.params.block_size), self.params.max_new_tokens - 1 - len(self.chain))
+        k = min(max(1, self.params.block_size), self.params.max_new_tokens - 1 - len(self.chain),
+                MAX_BLOCK_TOKENS - (len(self.chain) - len(self.tokens)))
         start = len(self.chain)
         tokens, rows = self._draft(self.chain, k)
         self.chain += tokens

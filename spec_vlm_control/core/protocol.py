@@ -14,6 +14,7 @@ import secrets
 from dataclasses import dataclass, field
 
 PROTOCOL_VERSION = 2
+MAX_BLOCK_TOKENS = 64   # the longest draft block a cloud accepts by default; edges stay within it
 
 
 @dataclass

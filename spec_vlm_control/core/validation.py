@@ -17,10 +17,10 @@ from __future__ import annotations
 import io
 import math
 import re
+import sys
 from typing import Optional
 
 import numpy as np
-import torch
 
 from .protocol import MODE_NAMES, Cancel, DecodeRequest, DecodingParams, DraftBlock, Handshake
 
@@ -38,7 +38,10 @@ class BadMessage(ValueError):
 def is_process_fault(exc: BaseException) -> bool:
     """Whether an exception is the process's fault rather than a request's: memory
     exhausted or an accelerator error (the device's state is unknown afterwards)."""
-    if isinstance(exc, (MemoryError, torch.cuda.OutOfMemoryError)):
+    if isinstance(exc, MemoryError):
+        return True
+    torch = sys.modules.get("torch")      # not imported (the camera node): no torch error
+    if torch is not None and isinstance(exc, torch.cuda.OutOfMemoryError):
         return True
     accelerator_error = getattr(torch, "AcceleratorError", None)
     if accelerator_error is not None and isinstance(exc, accelerator_error):
