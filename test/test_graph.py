@@ -1,19 +1,14 @@
 """The ROS graph end to end: edge and cloud in two ROS domains joined only by the bridge
 (zenoh on loopback, emulated link latency), tiny Qwen2-VL checkpoints loaded from disk."""
-import threading
 import time
 
 import pytest
 from harness import start_bridges
-from sensor_msgs.msg import CompressedImage
-from std_msgs.msg import String
+from robot_site import MAX_NEW_TOKENS, Robot, start_cloud, start_edge
 from tiny_models import INSTRUCTION, jpeg_frame, reference_greedy, save_tiny_vlm
 
 from spec_vlm_control import topics
-from spec_vlm_control.msg import RequestStats, Verdict, VerifiedTokens
-from spec_vlm_control.nodes.common import PROTOCOL_QOS, SENSOR_QOS
-
-MAX_NEW_TOKENS = 12
+from spec_vlm_control.msg import Verdict
 
 
 @pytest.fixture(scope="module")
@@ -27,78 +22,6 @@ def exact_exit_target(tmp_path_factory):
     of compute after it: early verdicts are right and arrive well before the final ones."""
     return save_tiny_vlm(tmp_path_factory.mktemp("exact_exit"), seed=3, layers=16,
                          silent_after=0)
-
-
-class Robot:
-    """What the robot's domain shows a test: frames in, instructions in, results out."""
-
-    def __init__(self, graph, jpeg: bytes | None):
-        """`jpeg`: frames this stand-in camera publishes at 20 Hz (None: a camera node does)."""
-        self.graph = graph
-        self.verified: list[VerifiedTokens] = []
-        self.stats: list[RequestStats] = []
-        self.verdicts: list[tuple[float, Verdict]] = []
-        node = graph.node
-        node.create_subscription(VerifiedTokens, topics.VERIFIED_TOKENS, self.verified.append,
-                                 PROTOCOL_QOS)
-        node.create_subscription(RequestStats, topics.REQUEST_STATS, self.stats.append,
-                                 PROTOCOL_QOS)
-        node.create_subscription(Verdict, topics.VERDICT,
-                                 lambda v: self.verdicts.append((time.monotonic(), v)),
-                                 PROTOCOL_QOS)
-        self.image_pub = node.create_publisher(CompressedImage, topics.IMAGE, SENSOR_QOS)
-        self.instruction_pub = node.create_publisher(String, topics.INSTRUCTION, PROTOCOL_QOS)
-        self.jpeg = jpeg
-        self._stop = threading.Event()
-        self._camera = threading.Thread(target=self._publish_frames, daemon=True)
-        if jpeg is not None:
-            self._camera.start()
-
-    def _publish_frames(self):
-        while not self._stop.wait(0.05):
-            msg = CompressedImage(format="jpeg", data=self.jpeg)
-            msg.header.stamp = self.graph.node.get_clock().now().to_msg()
-            self.image_pub.publish(msg)
-
-    def instruct(self, text: str) -> None:
-        self.graph.wait_for(lambda: self.instruction_pub.get_subscription_count() > 0, 20,
-                            "the edge to subscribe to instructions")
-        time.sleep(0.3)                       # a first frame reaches the edge
-        self.instruction_pub.publish(String(data=text))
-
-    def chunks(self, request_id: int) -> list[VerifiedTokens]:
-        return sorted((m for m in self.verified if m.request_id == request_id),
-                      key=lambda m: m.seq)
-
-    def tokens(self, request_id: int) -> list[int]:
-        return [t for m in self.chunks(request_id) for t in m.token_ids]
-
-    def text(self, request_id: int) -> str:
-        return "".join(m.text_delta for m in self.chunks(request_id))
-
-    def finished(self, request_id: int) -> bool:
-        return any(m.request_id == request_id and m.final for m in self.verified)
-
-    def close(self):
-        self._stop.set()
-        if self._camera.is_alive():
-            self._camera.join()
-
-
-def start_cloud(graph, config_dir, model, exit_layer=1):
-    process = graph.start("cloud", config_dir / "cloud.yaml",
-                          params={"model": str(model), "dtype": "fp64",
-                                  "exit_layers": f"[{exit_layer}]"})
-    graph.wait_for_log(process, "ready:")
-    return process
-
-
-def start_edge(graph, config_dir, model, **params):
-    process = graph.start("edge", config_dir / "edge.yaml",
-                          params={"model": str(model), "dtype": "fp64", "max_frame_age_s": 5.0,
-                                  "max_new_tokens": MAX_NEW_TOKENS, **params})
-    graph.wait_for_log(process, "ready:")
-    return process
 
 
 def test_decision_over_the_bridge_is_lossless_and_replays_from_the_edges_bag(

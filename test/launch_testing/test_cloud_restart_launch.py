@@ -69,7 +69,9 @@ class TestCloudRestart(unittest.TestCase):
             self.assertTrue(spin_until(lambda: instruction_pub.get_subscription_count() > 0, 60))
             time.sleep(5.0)                        # the edge and the cloud load their models
             instruction_pub.publish(String(data=INSTRUCTION))
-            first = lambda: [c for c in chunks if c.request_id == 1]  # noqa: E731
+            # request ids start at a random boot nonce: count requests in arrival order
+            ids = lambda: list(dict.fromkeys(c.request_id for c in chunks))  # noqa: E731
+            first = lambda: [c for c in chunks if c.request_id == ids()[0]]  # noqa: E731
             self.assertTrue(spin_until(lambda: len(first()) >= 2, 60))
             launch_service.emit_event(launch.events.process.SignalProcess(
                 signal_number=signal.SIGKILL,
@@ -87,7 +89,8 @@ class TestCloudRestart(unittest.TestCase):
             time.sleep(8.0)                        # the new verifier loads its model
             instruction_pub.publish(String(data=INSTRUCTION))
             self.assertTrue(spin_until(
-                lambda: any(c.request_id == 2 and c.final for c in chunks), 120))
+                lambda: len(ids()) > 1 and any(c.request_id == ids()[1] and c.final
+                                               for c in chunks), 120))
         finally:
             probe.destroy_node()
             rclpy.shutdown(context=context)
