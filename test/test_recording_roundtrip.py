@@ -75,7 +75,7 @@ def test_rosbags_objects_are_recorded_and_topics_filtered(tmp_path):
         for i in range(4):
             v = Verdict_(robot_id="r", request_id=i, round=i, stage=0, exit_layer=3,
                          assumed_length=i, assumed_hash=i, block_length=4, accepted=i,
-                         next_token=-1, confidence=0.5, finished=False)
+                         next_token=-1, confidence=0.5, finished=False, cloud_epoch=7)
             recorder.write("/verdict", "spec_vlm_control/Verdict", v, 10 + i)
             recorder.write("/text", "std_msgs/String", serialize_message(String(data=str(i))),
                            11 + i)
