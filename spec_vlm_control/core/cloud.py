@@ -7,10 +7,11 @@ duplicate, else a catch-up CommittedTokens, which is also how a lost verdict is 
 a block naming a prefix never committed is stale and dropped; a block naming a longer prefix
 waits (pipelined blocks may overtake their predecessors).
 
-Cloud-led sessions never wait for the edge: with nothing worth verifying queued, the cloud
-decodes one token itself, commits it and streams it. A queued block is compared with what
-was committed past its assumed prefix; if it still agrees, its tokens beyond the frontier are
-verified in one pass, but only while blocks pay (see Admission).
+What a session verifies next is its mode's (core/cloud_modes.py): edge-led sessions verify
+the block naming the committed prefix; cloud-led sessions never wait for the edge: with
+nothing worth verifying queued, the cloud decodes one token itself, commits it and streams
+it. The verifier is the scheduler: it picks a session (round robin), runs the target pass
+its policy asks for, then commits and answers the outcome.
 
 Session lifecycle. A session opens on its request (if the robot stays within its share of
 sessions and its request rate), runs until its last token (completed: late blocks are still
@@ -30,13 +31,14 @@ from collections import OrderedDict
 from dataclasses import dataclass, replace
 from typing import Callable, Optional
 
+from .cloud_modes import Pass, cloud_policy
 from .models.base import DecoderAdapter, Prompt
 from .prefix import CommittedPrefix
 from .protocol import (MAX_BLOCK_TOKENS, PROTOCOL_VERSION, Cancel, CommittedTokens,
                        DecodeError, DecodeRequest, DecodingParams, DraftBlock, Verdict,
                        new_epoch, session_key)
 from .sampling import RandomStream, dense
-from .sequence import Sequence, common_length
+from .sequence import Sequence
 from .verdict import Judgement, VerdictRule
 from .validation import (BadMessage, addressable, check_message, fault_reason,
                          is_process_fault)
@@ -45,6 +47,8 @@ from .verifier import EarlyExitVerifier
 
 @dataclass
 class CloudConfig:
+    """Defaults are the cloud node's (config/cloud.yaml)."""
+
     max_sessions: int = 8            # active sessions (each holds a KV cache)
     max_cached_tokens: int = 1 << 16  # summed over active sessions
     session_ttl_s: float = 60.0      # a session with no message for this long is dropped
@@ -63,59 +67,6 @@ class CloudConfig:
     max_prompt_tokens: int = 4096    # instruction + image tokens, after the chat template
     tokenizer_hash: str = ""
     target_model_hash: str = ""
-
-
-class Admission:
-    """Cloud-led: is verifying r draft tokens worth more than one autoregressive step?
-
-    A pass over r+1 positions yields 1 + a + a^2 + ... + a^r tokens in expectation, with a the
-    per-token acceptance rate (estimated from every comparison of a draft with what the
-    target committed, counts decayed so the estimate follows the draft); it costs
-    t1 + slope*r where t1 is a one-token pass. Verify only when tokens per second beat
-    t1's one token. A draft that never agrees soon stops being verified; its tokens are
-    still compared for free as the cloud's own tokens pass them, so a draft that starts
-    agreeing is admitted again."""
-
-    DECAY = 0.97
-
-    def __init__(self) -> None:
-        self.matches = 1.0
-        self.misses = 1.0
-        self.t1: Optional[float] = None
-        self.slope = 0.0
-
-    def observe(self, matched: int, missed: bool) -> None:
-        for _ in range(matched + int(missed)):
-            self.matches *= self.DECAY
-            self.misses *= self.DECAY
-        self.matches += matched
-        self.misses += int(missed)
-
-    @property
-    def rate(self) -> float:
-        return self.matches / (self.matches + self.misses)
-
-    def record_pass(self, positions: int, seconds: float) -> None:
-        if positions <= 1:
-            self.t1 = seconds if self.t1 is None else 0.8 * self.t1 + 0.2 * seconds
-        elif self.t1 is not None:
-            slope = max(0.0, (seconds - self.t1) / (positions - 1))
-            self.slope = 0.8 * self.slope + 0.2 * slope
-
-    def best_length(self, available: int) -> int:
-        """How many of the `available` draft tokens to verify in one pass: the count with
-        the most expected tokens per second, or 0 when one autoregressive step does better."""
-        if self.t1 is None:
-            return available
-        a = self.rate
-        best, best_rate = 0, 1.0 / self.t1
-        expected = 1.0
-        for r in range(1, available + 1):
-            expected += a ** r
-            rate = expected / (self.t1 + self.slope * r)
-            if rate > best_rate:
-                best, best_rate = r, rate
-        return best
 
 
 class RequestRate:
@@ -146,16 +97,14 @@ class CloudSession:
         self.request = request
         self.key = session_key(request)
         self.params: DecodingParams = request.params
-        self.cloud_led = self.params.mode == DecodingParams.MODE_CLOUD_LED
+        self.policy = cloud_policy(self.params)       # the mode, chosen once
         self.rule = rule(self.params, RandomStream(self.params.seed, request.request_id))
         self.seq: Optional[Sequence] = None            # set by prefill, freed when finished
         self.committed = CommittedPrefix()
         self.blocks: list[DraftBlock] = []
-        self.checked: dict[tuple, int] = {}            # block identity -> overlap tokens compared
         self.next_block: Optional[tuple[DraftBlock, int]] = None   # set by triage
         self.verdicts: dict[tuple, Verdict] = {}       # (length, hash, tokens) -> final verdict
         self.candidates = verifier.new_candidates()
-        self.admission = Admission()
         self.finished = False
         self.gone = ""        # why it ended before its last token; "" = running or completed
         self.last_active = now
@@ -322,11 +271,7 @@ class CloudVerifier:
                 self.send(replace(verdict, round=block.round))   # answer the copy asking
                 continue
             covered = length - a
-            if not s.finished and covered == 0 and not s.cloud_led:
-                keep.append(block)
-                best = (block, 0)
-                continue
-            if s.cloud_led and not s.finished and self._still_agrees(s, block, covered):
+            if not s.finished and s.policy.verifiable(s, block, covered):
                 keep.append(block)
                 best = (block, covered)
                 continue
@@ -336,26 +281,15 @@ class CloudVerifier:
                                       self.epoch))
         s.blocks = keep[-self.config.max_queued_blocks:]
         s.next_block = best if best is not None and best[0] in s.blocks else None
-        if s.checked:
-            alive = {(b.assumed_length, b.assumed_hash, tuple(b.tokens)) for b in s.blocks}
-            s.checked = {k: v for k, v in s.checked.items() if k in alive}
-
-    def _still_agrees(self, s: CloudSession, block: DraftBlock, covered: int) -> bool:
-        """Compare the block with the tokens committed since its prefix; feed the outcome
-        to admission once per compared token."""
-        a = block.assumed_length
-        identity = (a, block.assumed_hash, tuple(block.tokens))
-        seen = s.checked.get(identity, 0)
-        overlap = min(covered, len(block.tokens))
-        agree = common_length(block.tokens[:overlap], s.committed.tokens[a:a + overlap])
-        if overlap > seen:
-            s.admission.observe(max(0, agree - seen), agree < overlap)
-            s.checked[identity] = overlap
-        return agree == covered and len(block.tokens) > covered
+        s.policy.queued(s.blocks)
 
     # -- work -------------------------------------------------------------------------------
     def has_work(self) -> bool:
-        return any(self._job(s) is not None for s in self.sessions.values())
+        return any(self._ready(s) for s in self.sessions.values())
+
+    def _ready(self, s: CloudSession) -> bool:
+        """Whether s needs a pass: its prefill, or what its mode asks for."""
+        return not s.finished and (s.seq is None or s.policy.next_pass(s) is not None)
 
     def work(self) -> None:
         """Expire idle sessions, then one target pass for one session (round robin)."""
@@ -363,32 +297,17 @@ class CloudVerifier:
         sessions = list(self.sessions.values())
         for i in range(len(sessions)):
             s = sessions[(self._turn + i) % len(sessions)]
-            job = self._job(s)
-            if job is not None:
+            if self._ready(s):
                 self._turn = (self._turn + i + 1) % max(1, len(sessions))
                 start = self.clock.now()
-                job()
+                if s.seq is None:
+                    self._prefill(s)
+                else:
+                    self._run(s, s.policy.next_pass(s))
                 end = self.clock.now()
                 s.counts["busy_s"] += end - start
                 s.busy.append((start, end))
                 return
-
-    def _job(self, s: CloudSession):
-        if s.finished:
-            return None
-        if s.seq is None:
-            return lambda: self._prefill(s)
-        best = s.next_block
-        if best is not None and not s.cloud_led:
-            return lambda: self._verify(s, *best)
-        if best is not None:
-            block, covered = best
-            length = s.admission.best_length(len(block.tokens) - covered)
-            if length > 0:
-                return lambda: self._verify(s, block, covered, length)
-        if s.cloud_led:
-            return lambda: self._step(s)
-        return None
 
     def _prefill(self, s: CloudSession) -> None:
         """Build the prompt and fill the cache. Whatever the request's content makes fail
@@ -409,53 +328,57 @@ class CloudVerifier:
             self._error(s.request, DecodeError.CODE_BAD_REQUEST, fault_reason(exc))
             self._finish(s, "refused")
 
-    def _verify(self, s: CloudSession, block: DraftBlock, covered: int,
-                length: Optional[int] = None) -> None:
-        """Verify the block's tokens beyond the `covered` ones the committed prefix already
-        holds (cloud-led), at most `length` of them."""
-        start = len(s.committed)
-        end = len(block.tokens) if length is None else covered + length
-        tokens = block.tokens[covered:end]
-        if not self._fits(s, len(tokens) + 1):
+    def _run(self, s: CloudSession, p: Pass) -> None:
+        """One target pass: p's tokens after the committed prefix, then commit the final
+        verdict and answer it (a block's early verdicts go out during the pass)."""
+        if not self._fits(s, len(p.tokens) + 1):
             return
-        s.blocks.remove(block)
-        q = None
-        if not s.params.greedy:
-            q = dense(block.support_sizes, block.support_ids, block.support_probs,
-                      self.target.vocab_size)[covered:end]
-        header = dict(robot_id=block.robot_id, request_id=block.request_id, round=block.round,
-                      assumed_length=block.assumed_length, assumed_hash=block.assumed_hash,
-                      block_length=len(block.tokens), cloud_epoch=self.epoch)
+        block = p.block
+        if block is not None:
+            s.blocks.remove(block)
+        t0 = self.clock.now()
+        final = self.verifier.verify(s.seq, p.tokens, s.rule, len(s.committed),
+                                     self._draft_probs(s, p), self._early_sender(s, p),
+                                     s.candidates if block is not None else None, room=s.room)
+        s.policy.passed(p, final, self.clock.now() - t0)
+        s.counts["passes"] += 1
+        self._commit(s, final.committed(p.tokens))
+        if block is None:
+            return
+        s.counts["blocks_verified"] += 1
+        verdict = Verdict(**self._header(block), stage=Verdict.STAGE_FINAL,
+                          exit_layer=self.target.num_layers, accepted=p.covered + final.accepted,
+                          next_token=final.next_token, finished=s.finished)
+        s.verdicts[(block.assumed_length, block.assumed_hash, tuple(block.tokens))] = verdict
+        self.send(verdict)
+
+    def _draft_probs(self, s: CloudSession, p: Pass):
+        """Sampling: the draft's q rows of p's tokens (dense), which the verdict rule needs."""
+        if p.block is None or s.params.greedy:
+            return None
+        b = p.block
+        return dense(b.support_sizes, b.support_ids, b.support_probs,
+                     self.target.vocab_size)[p.covered:p.covered + len(p.tokens)]
+
+    def _early_sender(self, s: CloudSession, p: Pass) -> Optional[Callable]:
+        """A block's exit heads run in every mode; only modes that use early verdicts get
+        them sent."""
+        if p.block is None:
+            return None
+        header = self._header(p.block)
 
         def on_early(layer: int, j: Judgement) -> None:
             if s.params.early_verdicts:
                 self.send(Verdict(**header, stage=Verdict.STAGE_EARLY, exit_layer=layer,
-                                  accepted=covered + j.accepted, next_token=j.next_token,
+                                  accepted=p.covered + j.accepted, next_token=j.next_token,
                                   confidence=j.confidence))
+        return on_early
 
-        t0 = self.clock.now()
-        final = self.verifier.verify(s.seq, tokens, s.rule, start, q, on_early, s.candidates,
-                                     room=s.room)
-        s.admission.record_pass(len(tokens) + 1, self.clock.now() - t0)
-        s.admission.observe(final.accepted, final.accepted < len(tokens))
-        s.counts["passes"] += 1
-        s.counts["blocks_verified"] += 1
-        self._commit(s, final.committed(tokens))
-        verdict = Verdict(**header, stage=Verdict.STAGE_FINAL, exit_layer=self.target.num_layers,
-                          accepted=covered + final.accepted, next_token=final.next_token,
-                          finished=s.finished)
-        s.verdicts[(block.assumed_length, block.assumed_hash, tuple(block.tokens))] = verdict
-        self.send(verdict)
-
-    def _step(self, s: CloudSession) -> None:
-        """Cloud-led: decode one token autoregressively (an empty block)."""
-        if not self._fits(s, 1):
-            return
-        t0 = self.clock.now()
-        self.verifier.verify(s.seq, [], s.rule, len(s.committed), room=s.room)
-        s.admission.record_pass(1, self.clock.now() - t0)
-        s.counts["passes"] += 1
-        self._commit(s, s.seq.tokens[len(s.committed):])
+    def _header(self, block: DraftBlock) -> dict:
+        """The fields by which a verdict names its block."""
+        return dict(robot_id=block.robot_id, request_id=block.request_id, round=block.round,
+                    assumed_length=block.assumed_length, assumed_hash=block.assumed_hash,
+                    block_length=len(block.tokens), cloud_epoch=self.epoch)
 
     def _commit(self, s: CloudSession, tokens: list[int]) -> None:
         start = len(s.committed)
@@ -463,7 +386,7 @@ class CloudVerifier:
         eos = self.target.eos_token_ids
         if s.room <= 0 or any(t in eos for t in tokens):
             self._finish(s, gone="")
-        if s.cloud_led:
+        if s.policy.streams_commits:
             self.send(CommittedTokens(s.request.robot_id, s.request.request_id, start,
                                       list(tokens), s.committed.hash(), s.finished, self.epoch))
         self._triage(s)
@@ -490,6 +413,6 @@ class CloudVerifier:
         s.seq = None
         s.blocks = []
         s.next_block = None
-        s.checked = {}
+        s.policy.queued([])
         s.candidates = None
         s.request = replace(s.request, instruction="", image_data=b"")
