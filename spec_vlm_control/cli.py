@@ -24,6 +24,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "info": ("spec_vlm_control.commands.info", "print what is installed and where"),
     "bench": ("spec_vlm_control.commands.bench",
               "time per token of each decoding mode vs cloud-only streaming"),
+    "plan": ("spec_vlm_control.commands.plan", "predict and map which decoding mode wins where"),
     "sim-camera-bag": ("spec_vlm_control.commands.sim_camera_bag",
                        "record the simulated ego camera to a rosbag2 (MCAP)"),
     "train-demo": ("spec_vlm_control.commands.train_demo",
