@@ -175,6 +175,7 @@ def test_watchdog_stops_when_motion_is_not_renewed():
     assert not dog.check(13.0)  # not moving: nothing to stop
 
 
+@pytest.mark.timing
 def test_watchdog_thread_stops_within_its_timeout():
     stopped = threading.Event()
     dog = Watchdog(0.2, stopped.set)
@@ -287,7 +288,7 @@ def test_clamped_values_are_reported():
 
 
 def test_a_plan_on_a_too_old_frame_is_not_executed():
-    sim = Sim(max_frame_age_s=1.0)
+    sim = Sim(max_frame_age_at_start_s=1.0)
     sim.chunk(6, 0, "forward 1 ;", age=1.5)
     assert not any(c.moving for c in sim.run(1.0))
     assert sim.statuses() == [(6, PlanStatus.REJECTED)]

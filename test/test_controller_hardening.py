@@ -209,7 +209,7 @@ events = st.one_of(
 @settings(derandomize=True, max_examples=200, deadline=None)
 @given(st.lists(events, max_size=20))
 def test_fuzzed_messages_never_raise_rerun_or_exceed_limits(script):
-    sim = Sim(max_frame_age_s=1.0, action=ActionLimits(max_distance_m=3.0))
+    sim = Sim(max_frame_age_at_start_s=1.0, action=ActionLimits(max_distance_m=3.0))
     ctrl = sim.ctrl
     opened_ok = {}       # request id -> whether its chunk 0 carried a usable stamp
     # A valid plan is running when the fuzzed messages arrive, a few periods apart.

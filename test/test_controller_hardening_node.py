@@ -36,7 +36,7 @@ def rejection(probe, request_id):
 
 @pytest.fixture
 def controller(ros_graph, config_dir):
-    return start_controller(ros_graph, config_dir, max_frame_age_s=2.5)
+    return start_controller(ros_graph, config_dir, max_frame_age_at_start_s=2.5)
 
 
 def test_bad_stamps_are_rejected_and_repeats_ignored_by_the_same_process(controller):

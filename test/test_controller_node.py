@@ -139,7 +139,7 @@ def start_controller(ros_graph, config_dir, **params):
 def probe(ros_graph, config_dir):
     # Frames count as fresh for 2.5 s here (1 s in config/controller.yaml): on a loaded test
     # machine a plan can take over a second from its stamp to its first step.
-    return start_controller(ros_graph, config_dir, max_frame_age_s=2.5)[1]
+    return start_controller(ros_graph, config_dir, max_frame_age_at_start_s=2.5)[1]
 
 
 def moving_spans(twists):

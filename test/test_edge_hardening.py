@@ -114,7 +114,7 @@ def test_the_edge_survives_bad_frames_and_ends_every_plan(ros_graph, config_dir,
     # Started side by side; the cloud is paused (SIGSTOP) until the last part.
     edge = ros_graph.start("edge", config_dir / "edge.yaml", wait=False, params={
         **model, "mode": "plain", "block_size": 2, "max_new_tokens": MAX_NEW_TOKENS,
-        "max_frame_age_s": 5.0, "max_image_bytes": MAX_IMAGE_BYTES})
+        "max_frame_age_at_decision_s": 5.0, "max_image_bytes": MAX_IMAGE_BYTES})
     cloud = ros_graph.start("cloud", config_dir / "cloud.yaml", params=model, wait=False)
     ros_graph.start("controller", config_dir / "controller.yaml", wait=False)
     ros_graph.wait_for_log(cloud, "ready:")

@@ -85,7 +85,7 @@ class ControllerConfig:
     motion: MotionLimits = MotionLimits()
     rate_hz: float = 20.0
     watchdog_timeout_s: float = 0.2
-    max_frame_age_s: float = 1.0
+    max_frame_age_at_start_s: float = 1.0
     max_clock_skew_s: float = 0.05
     max_plan_chars: int = 256
     recent_plans: int = 256
@@ -217,7 +217,7 @@ class Controller:
         plan = self.plan
         if plan is not None and self.executor.started and not plan.started:
             age = now - plan.frame_time
-            if age > self.config.max_frame_age_s:
+            if age > self.config.max_frame_age_at_start_s:
                 self._end(PlanStatus.REJECTED, self._too_old(age), now)
                 return self.sent
             plan.started = True
@@ -281,12 +281,12 @@ class Controller:
         if age < -self.config.max_clock_skew_s:
             return (f"frame stamp {-age:.2f} s in the future "
                     f"(clock skew limit {self.config.max_clock_skew_s:.2f} s)")
-        if age > self.config.max_frame_age_s:
+        if age > self.config.max_frame_age_at_start_s:
             return self._too_old(age)
         return None
 
     def _too_old(self, age: float) -> str:
-        return f"frame too old ({age:.2f} s > {self.config.max_frame_age_s:.2f} s)"
+        return f"frame too old ({age:.2f} s > {self.config.max_frame_age_at_start_s:.2f} s)"
 
     def _end(self, status: PlanStatus, detail: str, now: float, always_stop: bool = False) -> None:
         """End the current plan (if any): stop at once, remember it, report it.

@@ -39,8 +39,9 @@ PARAMETERS = {
     "watchdog_timeout_s": (0.2, "stop when no fresh motion command was sent for this long "
                                 "(more than 4/3 of the control period)",
                            Range(0.0, 10.0, low_open=True)),
-    "max_frame_age_s": (1.0, "a plan whose camera frame is older than this when its first "
-                             "step is ready is not executed", Range(0.0, 60.0, low_open=True)),
+    "max_frame_age_at_start_s": (1.0, "a plan whose camera frame is older than this when its "
+                                      "first step is ready is not executed",
+                                 Range(0.0, 60.0, low_open=True)),
     "max_clock_skew_s": (0.05, "a plan whose camera frame is stamped further than this in the "
                                "future (camera, edge and controller share the robot's clock) "
                                "is not executed", Range(0.0, 10.0)),
@@ -104,7 +105,8 @@ class ControllerNode(Node):
                                 yaw_accel=math.radians(p["yaw_accel_dps2"]),
                                 max_step_s=p["max_step_s"], posture_s=p["posture_s"]),
             rate_hz=p["control_rate_hz"], watchdog_timeout_s=p["watchdog_timeout_s"],
-            max_frame_age_s=p["max_frame_age_s"], max_clock_skew_s=p["max_clock_skew_s"],
+            max_frame_age_at_start_s=p["max_frame_age_at_start_s"],
+            max_clock_skew_s=p["max_clock_skew_s"],
             max_plan_chars=p["max_plan_chars"], recent_plans=p["recent_plans"],
             obstacle_stop_m=p["obstacle_stop_m"],
             obstacle_max_age_s=p["obstacle_max_age_s"])

@@ -1,17 +1,11 @@
 """`edge` node (robot): the draft VLM and the edge side of speculative decoding.
 
-Takes the latest camera frame and the current instruction, decides when to ask for a new
-action, runs one EdgeSession per request (core/edge.py) on a thread of its own, and streams
-only *verified* tokens to the controller as they become final.
-
-What arrives from the network is checked before it is kept: a frame that is too large (in
-bytes or in the pixels its header claims), undecodable, or stamped in the future or before
-the epoch is dropped and counted, and the previous good frame stays. A decision without a
-usable frame is not started: it is logged, shown in /diagnostics and reported as a
-RequestStats with ok false. Every request ends the controller's plan for it one way or the
-other: its final chunk, or link_failed when it failed or ended without one (a cancelled
-request is followed by the next one's chunk 0); link_failed clears just before the first
-verified chunk of an answered request, so the controller takes that plan.
+A thin adapter over spec_vlm_control.edge_agent.EdgeAgent, which decides when to ask for a
+new action, which camera frame a decision may use and when link_failed ends the
+controller's plan. Parameters, topics, QoS and timers live here, and one EdgeSession per
+request (core/edge.py) runs on a thread of its own, streaming only *verified* tokens to the
+controller as they become final. A decision that is not started is logged, shown in
+/diagnostics and reported as a RequestStats with ok false.
 
 Subscribes  image/compressed (sensor QoS), instruction (std_msgs/String), plan_status,
             spec_vlm/verdict, spec_vlm/committed, spec_vlm/error (protocol QoS)
@@ -32,22 +26,20 @@ from std_msgs.msg import Bool, Header, String
 
 import spec_vlm_control.msg as ros
 from spec_vlm_control import topics
-from spec_vlm_control.camera.frame import FrameError, check_image, frame_is_fresh
 from spec_vlm_control.core.edge import EdgeConfig, EdgeSession
 from spec_vlm_control.core.clock import RealClock
 from spec_vlm_control.core.metrics import RequestStats
 from spec_vlm_control.core.models.loading import DTYPES, load_model
 from spec_vlm_control.core.prompts import request_prompt
-from spec_vlm_control.core.protocol import (MODES, DecodeRequest, DecodingParams, Handshake,
-                                            PlanStatus, RequestIds)
+from spec_vlm_control.core.protocol import MODES, DecodeRequest, DecodingParams, Handshake
 from spec_vlm_control.core.realtime import ActorThread
 from spec_vlm_control.core.verified_stream import VerifiedStream
+from spec_vlm_control.edge_agent import TRIGGERS, AgentConfig, Decision, EdgeAgent, Refusal
 from spec_vlm_control.nodes.common import (LATCHED_QOS, PROTOCOL_QOS, SENSOR_QOS, ConfigError,
                                            OneOf, Range, declare_parameters, spin)
 from spec_vlm_control.nodes.convert import from_ros, to_ros
 
 POSITIVE = Range(0.0, low_open=True)
-TRIGGERS = ("instruction", "plan_finished", "periodic")
 
 PARAMETERS = {
     "robot_id": ("go2", "identifies this robot's sessions at the cloud"),
@@ -56,7 +48,8 @@ PARAMETERS = {
     "device": ("cpu", "cpu or cuda"),
     "threads": (0, "torch CPU threads (0 = torch's default)", Range(0, 1024)),
     "system_prompt": ("", "system message of every prompt; must equal the cloud's"),
-    "use_image": (True, "send the camera frame with each request (false: text-only models)"),
+    "use_image": (True, "send the camera frame with each request (false: text-only models; "
+                        "frames are ignored and a request carries the time it was asked for)"),
     "mode": ("pipelined", "plain, early_exit, preemptive, pipelined or cloud_led "
                           "(see README: cost-first vs latency-first)", OneOf(tuple(MODES))),
     "block_size": (4, "k: draft tokens per block", Range(1, 64)),
@@ -66,11 +59,13 @@ PARAMETERS = {
     "top_p": (1.0, "nucleus sampling threshold (sampling only)", Range(0.0, 1.0, low_open=True)),
     "seed": (0, "seed of the sampling random stream", Range(0)),
     "trigger": ("instruction", "when to ask for a new action: 'instruction' (on each new "
-                               "instruction), 'plan_finished' (also each time the controller "
-                               "finishes a plan), 'periodic' (also every period_s)",
+                               "instruction), 'plan_finished' (also once when the controller "
+                               "finishes the current request's plan), 'periodic' (also "
+                               "every period_s while no request is in flight)",
                 OneOf(TRIGGERS)),
     "period_s": (2.0, "re-decision period of trigger 'periodic'", POSITIVE),
-    "max_frame_age_s": (0.5, "a frame older than this is never used for a decision", POSITIVE),
+    "max_frame_age_at_decision_s": (0.5, "a frame older than this when a decision is asked for "
+                                         "is never used for it", POSITIVE),
     "max_clock_skew_s": (0.05, "a frame stamped further than this ahead of the edge's clock "
                                "(camera and edge share a host) is dropped", Range(0.0, 1.0)),
     "max_image_bytes": (4_000_000, "a frame larger than this is dropped on arrival",
@@ -124,6 +119,16 @@ class EdgeNode(Node):
         self.link_pub = self.create_publisher(Bool, topics.LINK_FAILED, LATCHED_QOS)
         self.diag_pub = self.create_publisher(DiagnosticArray, topics.DIAGNOSTICS, 10)
 
+        self.session: Optional[EdgeSession] = None
+        self.stream: Optional[VerifiedStream] = None
+        self.runner: Optional[ActorThread] = None
+        self.agent = EdgeAgent(AgentConfig(
+            trigger=p["trigger"], use_image=p["use_image"],
+            max_frame_age_at_decision_s=p["max_frame_age_at_decision_s"],
+            max_clock_skew_s=p["max_clock_skew_s"], max_image_bytes=p["max_image_bytes"],
+            max_image_pixels=p["max_image_pixels"]),
+            lambda failed: self.link_pub.publish(Bool(data=failed)))
+
         self.create_subscription(CompressedImage, topics.IMAGE, self._on_image, SENSOR_QOS)
         self.create_subscription(String, topics.INSTRUCTION, self._on_instruction, PROTOCOL_QOS)
         self.create_subscription(ros.PlanStatus, topics.PLAN_STATUS, self._on_plan, PROTOCOL_QOS)
@@ -134,61 +139,31 @@ class EdgeNode(Node):
             from geometry_msgs.msg import Twist
             self.create_subscription(Twist, topics.CMD_VEL,
                                      lambda m: self._record(topics.CMD_VEL, m), 10)
-
-        self.frame: Optional[CompressedImage] = None
-        self.bad_frames = 0
-        self.last_bad_frame = ""
-        self.refusal = ""                   # why the last decision was not started, if it was not
-        self.instruction = ""
-        self.request_ids = RequestIds()
-        self.session: Optional[EdgeSession] = None
-        self.stream: Optional[VerifiedStream] = None
-        self.runner: Optional[ActorThread] = None
-        self.reported = True
-        self.last_stats: Optional[ros.RequestStats] = None
-        self.link_failed: Optional[bool] = None
-        self._link_lock = threading.Lock()
-        self._set_link_failed(False)
         self.create_timer(0.05, self._check_done)
         self.create_timer(1.0, self._publish_diagnostics)
         if p["trigger"] == "periodic":
-            self.create_timer(p["period_s"], lambda: self._decide("period"))
+            self.create_timer(p["period_s"], lambda: self._act(self.agent.on_period(self._now())))
         self.get_logger().info(f"ready: draft {self.model.path} ({self.model.adapter.num_layers} "
                                f"layers), mode {p['mode']}, k={p['block_size']}")
 
+    def _now(self) -> int:
+        return self.get_clock().now().nanoseconds
+
     # -- inputs -----------------------------------------------------------------------------
     def _on_image(self, msg: CompressedImage) -> None:
-        try:
-            self._check_frame(msg)
-        except FrameError as error:
-            self.bad_frames += 1
-            self.last_bad_frame = str(error)
-            self.get_logger().warning(f"bad camera frame dropped ({self.bad_frames} so far): "
-                                      f"{error}", throttle_duration_sec=1.0)
-            return
-        self.frame = msg
-
-    def _check_frame(self, msg: CompressedImage) -> None:
-        """FrameError unless `msg` may be used for a decision (its age aside)."""
-        stamp_ns = nanoseconds(msg.header.stamp)
-        if stamp_ns <= 0:
-            raise FrameError(f"stamp {msg.header.stamp.sec}.{msg.header.stamp.nanosec:09d} "
-                             "is not a capture time")
-        ahead_s = (stamp_ns - self.get_clock().now().nanoseconds) * 1e-9
-        if ahead_s > self.p["max_clock_skew_s"]:
-            raise FrameError(f"stamped {ahead_s:.3f} s in the future (max_clock_skew_s "
-                             f"{self.p['max_clock_skew_s']:g})")
-        check_image(bytes(msg.data), self.p["max_image_bytes"], self.p["max_image_pixels"])
+        error = self.agent.on_frame(msg, nanoseconds(msg.header.stamp), bytes(msg.data),
+                                    self._now())
+        if error:
+            self.get_logger().warning(f"bad camera frame dropped ({self.agent.bad_frames} so "
+                                      f"far): {error}", throttle_duration_sec=1.0)
 
     def _on_instruction(self, msg: String) -> None:
-        self.instruction = msg.data.strip()
+        now = self._now()
         self._record(topics.INSTRUCTION, msg)
-        self._decide("instruction")
+        self._act(self.agent.on_instruction(msg.data, now))
 
     def _on_plan(self, msg) -> None:
-        if self.p["trigger"] in ("plan_finished", "periodic") and msg.status == PlanStatus.FINISHED \
-                and self.session is not None and msg.request_id == self.session.request.request_id:
-            self._decide("plan finished")
+        self._act(self.agent.on_plan_status(msg.request_id, msg.status, self._now()))
 
     def _on_cloud(self, topic: str, msg) -> None:
         self._record(topic, msg)
@@ -196,42 +171,39 @@ class EdgeNode(Node):
             self.runner.deliver(from_ros(msg))
 
     # -- one request --------------------------------------------------------------------------
-    def _decide(self, reason: str) -> None:
-        if not self.instruction:
+    def _act(self, decision: Decision | Refusal | None) -> None:
+        """Start or report what the agent decided."""
+        if isinstance(decision, Refusal):
+            return self._refuse(decision)
+        if decision is None:
             return
-        frame, p = self.frame, self.p
-        request_id = self.request_ids.next()
-        if p["use_image"] and (frame is None or not frame_is_fresh(
-                nanoseconds(frame.header.stamp), self.get_clock().now().nanoseconds,
-                p["max_frame_age_s"], p["max_clock_skew_s"])):
-            dropped = f" ({self.bad_frames} bad frames dropped, the last: " \
-                      f"{self.last_bad_frame})" if self.bad_frames else ""
-            return self._refuse(request_id, reason, f"no usable camera frame younger than "
-                                                    f"{p['max_frame_age_s']:g} s{dropped}")
+        p, frame = self.p, decision.frame
         params = DecodingParams(MODES[p["mode"]], p["block_size"], p["max_new_tokens"],
                                 p["temperature"], p["top_p"], p["seed"])
         request = DecodeRequest(
-            p["robot_id"], request_id, self.instruction,
-            bytes(frame.data) if p["use_image"] else b"", frame.format if p["use_image"] else "",
+            p["robot_id"], decision.request_id, decision.instruction,
+            bytes(frame.data) if frame is not None else b"",
+            frame.format if frame is not None else "",
             params, Handshake(tokenizer_hash=self.model.fingerprint,
                               target_model_hash=p["target_model_hash"]),
-            stamp=(frame.header.stamp.sec + frame.header.stamp.nanosec * 1e-9) if frame else 0.0)
+            stamp=decision.stamp_ns * 1e-9)
         try:
             prompt = request_prompt(self.model.prompts, request, p["system_prompt"] or None)
         except (ValueError, OSError) as error:   # e.g. an image the processor cannot take
-            return self._refuse(request_id, reason, f"no prompt: {error}")
+            return self._refuse(self.agent.refuse(decision.request_id, decision.reason,
+                                                  f"no prompt: {error}"))
         self._stop_session("preempted by a new decision")
-        self.refusal = ""
-        if frame is not None and p["use_image"]:
+        self.agent.start(decision)
+        if frame is not None:
             self._record(topics.IMAGE, frame)
-        self.reported = False
         self.stream = stream = VerifiedStream(
-            request_id, self._publish_verified,
+            decision.request_id, self._publish_verified,
             lambda ids: self.model.tokenizer.decode(ids, skip_special_tokens=True), request.stamp)
         self.session = EdgeSession(self.model.adapter, prompt, request, RealClock(),
                                    send=self._send, config=self.config, on_tokens=stream)
         self.runner = ActorThread(self.session, "edge session", on_error=self._on_runner_error)
-        self.get_logger().info(f"request {request_id} ({reason}): {self.instruction!r}")
+        self.get_logger().info(f"request {decision.request_id} ({decision.reason}): "
+                               f"{decision.instruction!r}")
         self.runner.call(self.session.start)
         self.runner.start()
 
@@ -240,24 +212,21 @@ class EdgeNode(Node):
         self.publishers_by_type[type(message).__name__].publish(msg)
         self._record(OUTGOING[type(message).__name__], msg)
 
-    def _refuse(self, request_id: int, reason: str, why: str) -> None:
+    def _refuse(self, refusal: Refusal) -> None:
         """A decision that is not started says why: log, /diagnostics and a failed
         RequestStats, so no one waits for its answer."""
-        self.refusal = why
-        self.get_logger().warning(f"request {request_id} not started ({reason}): {why}",
-                                  throttle_duration_sec=1.0)
-        msg = to_ros(RequestStats(robot_id=self.p["robot_id"], request_id=request_id,
+        self.get_logger().warning(f"request {refusal.request_id} not started "
+                                  f"({refusal.reason}): {refusal.why}", throttle_duration_sec=1.0)
+        msg = to_ros(RequestStats(robot_id=self.p["robot_id"], request_id=refusal.request_id,
                                   mode=MODES[self.p["mode"]], ok=False,
-                                  error=f"not started: {why}"))
+                                  error=f"not started: {refusal.why}"))
         self.stats_pub.publish(msg)
         self._record(topics.REQUEST_STATS, msg)
         self._publish_diagnostics()
 
     def _publish_verified(self, chunk) -> None:
-        """On the session's thread: tokens the target has decided, toward the controller.
-        The first chunk of an answered request clears a past link failure first, so the
-        controller takes this plan instead of refusing it."""
-        self._set_link_failed(False)
+        """On the session's thread: tokens the target has decided, toward the controller."""
+        self.agent.chunk_verified(chunk.request_id, chunk.final)
         msg = to_ros(chunk)
         self.verified_pub.publish(msg)
         self._record(topics.VERIFIED_TOKENS, msg)
@@ -280,44 +249,30 @@ class EdgeNode(Node):
 
     def _check_done(self) -> None:
         session = self.session
-        if session is None or not session.done or self.reported:
+        if session is None or not session.done:
             return
-        self.reported = True
-        result = session.stats()
-        if result.ok and not self.stream.final:
-            # The cloud ended the session before the answer did (a Cancel from elsewhere):
-            # the controller must not run a cut text as if it were whole.
-            result.ok, result.error = False, f"answer ended after {result.tokens} tokens " \
-                                             "without its final chunk"
+        result = self.agent.ended(session.stats(), session.cancelled)
+        if result is None:
+            return
         stats = to_ros(result)
         self.stats_pub.publish(stats)
         self._record(topics.REQUEST_STATS, stats)
-        self.last_stats = stats
         if not stats.ok:
             self.get_logger().error(f"request {stats.request_id} failed: {stats.error}")
         else:
             self.get_logger().info(f"request {stats.request_id}: {stats.tokens} tokens "
                                    f"in {stats.total_s:.3f} s, {stats.rounds} rounds, "
                                    f"{stats.mean_accepted_per_round:.2f} accepted/round")
-        if not stats.ok and not session.cancelled:
-            self._set_link_failed(True)     # ends the controller's plan (and stops the robot)
         self._publish_diagnostics()
 
     # -- health ---------------------------------------------------------------------------------
-    def _set_link_failed(self, failed: bool) -> None:
-        """From the main thread and the session's thread: each change published once."""
-        with self._link_lock:
-            if failed != self.link_failed:
-                self.link_failed = failed
-                self.link_pub.publish(Bool(data=failed))
-
     def _publish_diagnostics(self) -> None:
         status = DiagnosticStatus(name="spec_vlm_control: edge", hardware_id=self.p["robot_id"])
-        s = self.last_stats
-        if self.link_failed:
+        agent, s = self.agent, self.agent.last_stats
+        if agent.link_failed:
             status.level, status.message = DiagnosticStatus.ERROR, f"decode link failed: {s.error}"
-        elif self.refusal:
-            status.level, status.message = DiagnosticStatus.WARN, f"no decision: {self.refusal}"
+        elif agent.refusal:
+            status.level, status.message = DiagnosticStatus.WARN, f"no decision: {agent.refusal}"
         elif s is None:
             status.level, status.message = DiagnosticStatus.OK, "no request yet"
         else:
@@ -325,12 +280,13 @@ class EdgeNode(Node):
         if s is not None:
             status.values = [KeyValue(key=k, value=str(v)) for k, v in (
                 ("request_id", s.request_id), ("ok", s.ok), ("error", s.error),
-                ("tokens", s.tokens), ("mean_accepted_per_round", f"{s.mean_accepted_per_round:.2f}"),
+                ("tokens", s.tokens),
+                ("mean_accepted_per_round", f"{s.mean_accepted_per_round:.2f}"),
                 ("early_hit_rate", f"{s.early_hit_rate:.2f}"),
                 ("time_to_first_token_s", f"{s.time_to_first_token_s:.3f}"),
                 ("total_s", f"{s.total_s:.3f}"))]
-        status.values += [KeyValue(key="bad_frames", value=str(self.bad_frames)),
-                          KeyValue(key="last_bad_frame", value=self.last_bad_frame)]
+        status.values += [KeyValue(key="bad_frames", value=str(agent.bad_frames)),
+                          KeyValue(key="last_bad_frame", value=agent.last_bad_frame)]
         self.diag_pub.publish(DiagnosticArray(header=Header(stamp=self.get_clock().now().to_msg()),
                                               status=[status]))
 
@@ -343,8 +299,7 @@ class EdgeNode(Node):
                                 self.get_clock().now().nanoseconds)
 
     def close(self) -> None:
-        if self.session is not None and not self.session.done:
-            self._set_link_failed(True)     # no final chunk will come for the running plan
+        self.agent.shutdown()           # ends a running plan: no final chunk will come for it
         self._stop_session("edge shutting down")
         if self.recorder is not None:
             with self._record_lock:
