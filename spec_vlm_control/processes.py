@@ -23,6 +23,8 @@ import rclpy
 from rclpy.executors import SingleThreadedExecutor
 from rclpy.node import Node
 
+from .graphs import CLOUD_BRIDGE, ROBOT_BRIDGE, Arg, NodeSpec
+
 PREFIX = Path(sys.prefix)
 EXECUTABLES = PREFIX / "lib" / "spec_vlm_control"
 SHARE = PREFIX / "share" / "spec_vlm_control"
@@ -140,6 +142,21 @@ class RosGraph:
             self.wait_for_node(name, timeout, process)
         return process
 
+    def start_node(self, node: NodeSpec, args: Optional[dict] = None,
+                   params: Optional[dict] = None, config_dir: Path = CONFIG,
+                   **options) -> NodeProcess:
+        """Start a node of the graph description (graphs.py) as its launch file would:
+        its YAML files, its parameters with the launch arguments `args` filled in (else
+        their defaults), then `params`."""
+        def fill(arg: Arg):
+            if arg.name in (args or {}):
+                return args[arg.name]
+            if arg.default is None:
+                raise ValueError(f"{node.executable} needs the launch argument {arg.name}")
+            return arg.default
+        return self.start(node.executable, [config_dir / f for f in node.files],
+                          params={**node.parameters(fill), **(params or {})}, **options)
+
     def wait_for_node(self, name: str, timeout: float = 30.0,
                       process: Optional[NodeProcess] = None) -> None:
         deadline = time.monotonic() + timeout
@@ -199,9 +216,8 @@ def start_bridges(robot: RosGraph, cloud: RosGraph, config_dir: Path, latency_ms
     """A robot-side and a cloud-side bridge joined by zenoh on a fresh loopback port, each
     adding `latency_ms` one way; returns the endpoint."""
     endpoint = f"tcp/127.0.0.1:{free_port()}"
-    cloud.start("bridge", config_dir / "bridge_cloud.yaml",
-                params={"listen": f"['{endpoint}']", "link_latency_ms": latency_ms})
-    robot.start("bridge", config_dir / "bridge_robot.yaml",
-                params={"connect": f"['{endpoint}']", "robot_id": robot_id,
-                        "link_latency_ms": latency_ms, **robot_params})
+    cloud.start_node(CLOUD_BRIDGE, {"listen_endpoint": endpoint},
+                     {"link_latency_ms": latency_ms}, config_dir)
+    robot.start_node(ROBOT_BRIDGE, {"cloud_endpoint": endpoint, "robot_id": robot_id},
+                     {"link_latency_ms": latency_ms, **robot_params}, config_dir)
     return endpoint

@@ -8,6 +8,7 @@ from sensor_msgs.msg import CompressedImage
 from std_msgs.msg import String
 
 from spec_vlm_control import topics
+from spec_vlm_control.graphs import EDGE, VERIFIER
 from spec_vlm_control.msg import RequestStats, Verdict, VerifiedTokens
 from spec_vlm_control.nodes.common import PROTOCOL_QOS, SENSOR_QOS
 
@@ -78,17 +79,16 @@ class Robot:
 
 
 def start_cloud(graph, config_dir, model, exit_layer=1):
-    process = graph.start("cloud", config_dir / "cloud.yaml",
-                          params={"model": str(model), "dtype": "fp64",
-                                  "exit_layers": f"[{exit_layer}]"})
+    process = graph.start_node(VERIFIER, {"target_model": str(model)},
+                               {"dtype": "fp64", "exit_layers": [exit_layer]}, config_dir)
     graph.wait_for_log(process, "ready:")
     return process
 
 
 def start_edge(graph, config_dir, model, **params):
-    process = graph.start("edge", config_dir / "edge.yaml",
-                          params={"model": str(model), "dtype": "fp64", "max_frame_age_s": 5.0,
-                                  "max_new_tokens": MAX_NEW_TOKENS, **params})
+    process = graph.start_node(EDGE, {"draft_model": str(model)},
+                               {"dtype": "fp64", "max_frame_age_at_decision_s": 5.0,
+                                "max_new_tokens": MAX_NEW_TOKENS, **params}, config_dir)
     graph.wait_for_log(process, "ready:")
     return process
 

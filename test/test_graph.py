@@ -8,6 +8,7 @@ from robot_site import MAX_NEW_TOKENS, Robot, start_cloud, start_edge
 from tiny_models import INSTRUCTION, jpeg_frame, reference_greedy, save_tiny_vlm
 
 from spec_vlm_control import topics
+from spec_vlm_control.graphs import CAMERA, ROBOT_BRIDGE
 from spec_vlm_control.msg import Verdict
 
 
@@ -68,9 +69,9 @@ def test_decision_over_the_bridge_is_lossless_and_replays_from_the_edges_bag(
     recorded = {m.topic for m in read_bag(bag)}
     assert {topics.IMAGE, topics.INSTRUCTION, topics.REQUEST, topics.DRAFT, topics.VERDICT,
             topics.VERIFIED_TOKENS, topics.REQUEST_STATS} <= recorded
-    ros_graph.start("camera", config_dir / "camera.yaml",
-                    params={"source": "bag", "bag_path": str(bag), "bag_topic": topics.IMAGE,
-                            "loop": True})
+    ros_graph.start_node(CAMERA, params={"source": "bag", "bag_path": str(bag),
+                                         "bag_topic": topics.IMAGE, "loop": True},
+                         config_dir=config_dir)
     start_edge(ros_graph, config_dir, tiny_target, mode="pipelined", block_size=3)
     replay = Robot(ros_graph, None)
     try:
@@ -95,8 +96,8 @@ def test_two_robots_share_one_cloud_verifier(ros_graph, cloud_graph, config_dir,
     with ros_domain(tmp_path / "b") as second:
         endpoint = start_bridges(ros_graph, cloud_graph, config_dir, latency_ms=10.0,
                                  robot_id="go2-a")
-        second.start("bridge", config_dir / "bridge_robot.yaml",
-                     params={"connect": f"['{endpoint}']", "robot_id": "go2-b"})
+        second.start_node(ROBOT_BRIDGE, {"cloud_endpoint": endpoint, "robot_id": "go2-b"},
+                          config_dir=config_dir)
         start_cloud(cloud_graph, config_dir, tiny_target)
         start_edge(ros_graph, config_dir, tiny_draft, robot_id="go2-a", mode="pipelined")
         start_edge(second, config_dir, tiny_target, robot_id="go2-b", mode="cloud_led")

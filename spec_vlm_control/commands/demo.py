@@ -34,11 +34,14 @@ def configure(parser) -> None:
                              "pair.json); default: the trained demo pair installed with the "
                              "package")
     parser.add_argument("--out", default="demo_output", help="output folder")
-    parser.add_argument("--mode", default="preemptive",
+    parser.add_argument("--mode", default=None,
                         choices=("plain", "early_exit", "preemptive", "pipelined", "cloud_led"),
-                        help="the edge's decoding mode")
-    parser.add_argument("-k", "--block-size", type=count(), default=4, help="draft tokens per block")
-    parser.add_argument("--rtt-ms", type=number(float, 0.0), default=50.0, help="emulated round trip")
+                        help="the edge's decoding mode (default: config/demo.yaml's)")
+    parser.add_argument("-k", "--block-size", type=count(), default=None,
+                        help="draft tokens per block (default: config/edge.yaml's)")
+    parser.add_argument("--rtt-ms", type=number(float, 0.0), default=None,
+                        help="emulated round trip (default: twice config/demo.yaml's "
+                             "link_latency_ms)")
     parser.add_argument("--first-seed", type=number(int, 0), default=10_000,
                         help="scene seed of the first task (training uses seeds from 100)")
     parser.add_argument("--max-decisions", type=count(), default=MAX_DECISIONS,
@@ -59,8 +62,7 @@ def run(args) -> int:
         graph.check_installed()
     except FileNotFoundError as error:
         raise UserError(str(error)) from error
-    settings = graph.GraphSettings(mode=args.mode, block_size=args.block_size,
-                                   rtt_ms=args.rtt_ms, first_seed=args.first_seed)
+    settings = graph.settings(args.first_seed, args.mode, args.block_size, args.rtt_ms)
     out = Path(args.out)
     if out.exists() and not out.is_dir():
         raise UserError(f"--out {out} is a file, not a folder")

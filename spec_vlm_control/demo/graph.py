@@ -1,36 +1,45 @@
-"""The demo's ROS graph, as on a robot and a server: sim world, camera, edge and controller
-in the robot's domain; the cloud in its own; the two joined only by the bridge (zenoh on
-loopback) with an emulated link. Every node is its installed executable with its config/
-YAML, the same files the launch files read (the controller's sim overlay included); only
-the models and the decoding settings are set here."""
+"""The demo's ROS graph (graphs.DEMO_GRAPH), as on a robot and a server: sim world, camera,
+edge and controller in the robot's domain; the cloud in its own; the two joined only by the
+bridge (zenoh on loopback) with an emulated link. Every node is its installed executable
+with its config/ YAML and the demo overlay (config/demo.yaml), the same files the launch
+files read; only the models and the command line's choices are set here."""
 from __future__ import annotations
 
 import contextlib
 import random
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Optional
 
-from ..processes import CONFIG, EXECUTABLES, RosGraph, start_bridges
+from ..graphs import CLOUD, DEMO_GRAPH, ROBOT
+from ..processes import CONFIG, EXECUTABLES, RosGraph, free_port
 from .pair import PairFolder
-
-NODES = ("sim", "camera", "edge", "controller", "cloud", "bridge")
 
 
 @dataclass(frozen=True)
 class GraphSettings:
-    mode: str = "preemptive"
-    block_size: int = 4
-    rtt_ms: float = 50.0
-    first_seed: int = 10_000
-    dtype: str = "fp32"
+    mode: str
+    block_size: int
+    rtt_ms: float
+    first_seed: int
+    dtype: str
 
 
-CONTROLLER_FILES = [CONFIG / "controller.yaml", CONFIG / "controller_sim.yaml"]
+def settings(first_seed: int, mode: Optional[str] = None, block_size: Optional[int] = None,
+             rtt_ms: Optional[float] = None) -> GraphSettings:
+    """The command line's choices; those not given are the YAML's (config/demo.yaml over
+    the nodes' own files)."""
+    edge = DEMO_GRAPH.node("edge").yaml_parameters(CONFIG)
+    bridge = DEMO_GRAPH.node("bridge", ROBOT).yaml_parameters(CONFIG)
+    return GraphSettings(mode=mode or edge["mode"], block_size=block_size or edge["block_size"],
+                         rtt_ms=2 * bridge["link_latency_ms"] if rtt_ms is None else rtt_ms,
+                         first_seed=first_seed, dtype=edge["dtype"])
 
 
 def check_installed() -> None:
-    missing = [n for n in NODES if not (EXECUTABLES / n).exists()]
-    if missing or not (CONFIG / "edge.yaml").exists():
+    missing = sorted({n.executable for n in DEMO_GRAPH.nodes
+                      if not (EXECUTABLES / n.executable).exists()})
+    if missing or not all((CONFIG / f).exists() for n in DEMO_GRAPH.nodes for f in n.files):
         raise FileNotFoundError(f"the node executables ({', '.join(missing) or 'config'}) are "
                                 f"not installed under {EXECUTABLES.parent.parent}: run "
                                 "`tools/dev setup` (or `tools/dev demo`)")
@@ -47,28 +56,29 @@ def start(stack: contextlib.ExitStack, pair: PairFolder, settings: GraphSettings
     """Start every node; return the robot's graph once all are ready. `stack` stops them."""
     log_dir.mkdir(parents=True, exist_ok=True)
     robot_id, cloud_id = domain_ids()
-    robot = stack.enter_context(contextlib.closing(
-        RosGraph(robot_id, log_dir, probe_name="demo_robot_probe")))
-    cloud = stack.enter_context(contextlib.closing(
-        RosGraph(cloud_id, log_dir, probe_name="demo_cloud_probe")))
-    start_bridges(robot, cloud, CONFIG, latency_ms=settings.rtt_ms / 2)
-    cloud_params = {"model": str(pair.target), "dtype": settings.dtype, "threads": 1,
-                    "exit_layers": str(pair.exit_layers or [-1])}
-    if pair.exit_adapters is not None:
-        cloud_params["exit_adapters"] = str(pair.exit_adapters)
-    loading = [cloud.start("cloud", CONFIG / "cloud.yaml", params=cloud_params, wait=False),
-               robot.start("edge", CONFIG / "edge.yaml", wait=False, params={
-                   "model": str(pair.draft), "dtype": settings.dtype, "threads": 1,
-                   "mode": settings.mode, "block_size": settings.block_size,
-                   "max_new_tokens": max_new_tokens})]
-    seed = settings.first_seed
-    robot.start("sim", CONFIG / "sim.yaml", params={"sim_seed": seed}, timeout=timeout_s)
-    robot.start("camera", CONFIG / "camera.yaml", timeout=timeout_s,
-                params={"source": "sim", "sim_seed": seed})
-    robot.start("controller", CONTROLLER_FILES, timeout=timeout_s)
-    for graph, process in zip((cloud, robot), loading):
+    sites = {ROBOT: stack.enter_context(contextlib.closing(
+                 RosGraph(robot_id, log_dir, probe_name="demo_robot_probe"))),
+             CLOUD: stack.enter_context(contextlib.closing(
+                 RosGraph(cloud_id, log_dir, probe_name="demo_cloud_probe")))}
+    endpoint = f"tcp/127.0.0.1:{free_port()}"
+    args = {"draft_model": str(pair.draft), "target_model": str(pair.target),
+            "sim_seed": settings.first_seed, "cloud_endpoint": endpoint,
+            "listen_endpoint": endpoint, "exit_adapters": str(pair.exit_adapters or "")}
+    params = {"cloud": {"dtype": settings.dtype, "exit_layers": pair.exit_layers or [-1]},
+              "edge": {"dtype": settings.dtype, "mode": settings.mode,
+                       "block_size": settings.block_size, "max_new_tokens": max_new_tokens},
+              "bridge": {"link_latency_ms": settings.rtt_ms / 2}}
+    nodes = [(sites[site], node) for site in (CLOUD, ROBOT)   # the cloud's bridge listens first
+             for node in DEMO_GRAPH.sites[site]]
+    # The edge and the cloud load their models while the other nodes start.
+    loading = [(graph, graph.start_node(node, args, params.get(node.executable), wait=False))
+               for graph, node in nodes if "model" in node.params]
+    for graph, node in nodes:
+        if "model" not in node.params:
+            graph.start_node(node, args, params.get(node.executable), timeout=timeout_s)
+    for graph, process in loading:
         graph.wait_for(lambda p=process: "ready:" in p.log() or not p.alive(), timeout_s,
                        f"{process.name} to load its model")
         if not process.alive():
             raise RuntimeError(f"{process.name} exited while starting:\n{process.log()[-3000:]}")
-    return robot
+    return sites[ROBOT]

@@ -4,9 +4,9 @@ on disk, and a probe that plays camera and operator in one ROS domain."""
 import os
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
-import launch_ros.actions
 import rclpy
 from rclpy.executors import SingleThreadedExecutor
 from ament_index_python.packages import get_package_share_directory
@@ -17,6 +17,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from tiny_models import INSTRUCTION, jpeg_frame, reference_greedy, save_tiny_vlm  # noqa: E402,F401
 
 from spec_vlm_control import topics  # noqa: E402
+from spec_vlm_control.graphs import (CLOUD_BRIDGE, EDGE, ROBOT_BRIDGE, VERIFIER,  # noqa: E402
+                                     NodeSpec, launch_nodes)
 from spec_vlm_control.msg import VerifiedTokens  # noqa: E402
 from spec_vlm_control.nodes.common import PROTOCOL_QOS, SENSOR_QOS  # noqa: E402
 
@@ -25,26 +27,29 @@ MAX_NEW_TOKENS = 12
 BASE_DOMAIN = int(os.environ.get("ROS_DOMAIN_ID", "0"))
 
 
-def node(executable: str, yaml: str, domain_offset: int = 0, **params):
+def launched(node: NodeSpec, domain_offset: int = 0, **args):
+    """`node` of the graph description as its launch file starts it, in the robot's domain
+    (offset 0) or another; `args` fill its launch arguments (else their defaults)."""
     env = {"ROS_DOMAIN_ID": str(BASE_DOMAIN + domain_offset)}
-    return launch_ros.actions.Node(package="spec_vlm_control", executable=executable,
-                                   name=executable, parameters=[str(CONFIG / yaml), params],
-                                   additional_env=env)
+    (action,) = launch_nodes([node], str(CONFIG), lambda arg: args.get(arg.name, arg.default),
+                             additional_env=env)
+    return action
 
 
 def cloud_site(model: Path, domain_offset: int, latency_ms: float = 25.0) -> list:
-    return [node("cloud", "cloud.yaml", domain_offset, model=str(model), dtype="fp64",
-                 exit_layers=[1]),
-            node("bridge", "bridge_cloud.yaml", domain_offset, link_latency_ms=latency_ms)]
+    # not respawned: the tests kill the verifier and start a new one themselves
+    verifier = replace(VERIFIER, respawn=False).reading(dtype="fp64", exit_layers=[1])
+    return [launched(verifier, domain_offset, target_model=str(model)),
+            launched(CLOUD_BRIDGE.reading(link_latency_ms=latency_ms), domain_offset)]
 
 
 def robot_site(model: Path, domain_offset: int = 0, robot_id: str = "go2",
                latency_ms: float = 25.0, **edge) -> list:
-    return [node("bridge", "bridge_robot.yaml", domain_offset, robot_id=robot_id,
-                 link_latency_ms=latency_ms),
-            node("edge", "edge.yaml", domain_offset, model=str(model), dtype="fp64",
-                 robot_id=robot_id, max_new_tokens=MAX_NEW_TOKENS, max_frame_age_s=5.0,
-                 **edge)]
+    args = {"draft_model": str(model), "robot_id": robot_id}
+    return [launched(ROBOT_BRIDGE.reading(link_latency_ms=latency_ms), domain_offset, **args),
+            launched(EDGE.reading(dtype="fp64", max_new_tokens=MAX_NEW_TOKENS,
+                                  max_frame_age_at_decision_s=5.0, **edge),
+                     domain_offset, **args)]
 
 
 def decide(domain_offset: int, jpeg, timeout: float = 120.0) -> list:

@@ -9,12 +9,13 @@ import launch
 import launch_testing.actions
 import launch_testing.asserts
 import pytest
-from launch_common import (INSTRUCTION, MAX_NEW_TOKENS, cloud_site, decide, jpeg_frame, node,
-                           reference_greedy, robot_site, save_tiny_vlm)
+from launch_common import (INSTRUCTION, MAX_NEW_TOKENS, cloud_site, decide, jpeg_frame,
+                           launched, reference_greedy, robot_site, save_tiny_vlm)
 from rclpy.serialization import serialize_message
 from sensor_msgs.msg import CompressedImage
 
 from spec_vlm_control import topics
+from spec_vlm_control.graphs import CAMERA
 from spec_vlm_control.recording import Recorder
 
 WORK = Path(tempfile.mkdtemp())
@@ -33,8 +34,8 @@ def generate_test_description():
     return launch.LaunchDescription(
         cloud_site(model, domain_offset=1)
         + robot_site(model, mode="pipelined", block_size=3)
-        + [node("camera", "camera.yaml", source="bag", bag_path=str(WORK / "run"),
-                bag_topic=topics.IMAGE, loop=True),
+        + [launched(CAMERA.reading(source="bag", bag_path=str(WORK / "run"),
+                                   bag_topic=topics.IMAGE, loop=True)),
            launch_testing.actions.ReadyToTest()])
 
 
