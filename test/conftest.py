@@ -40,24 +40,56 @@ def next_domain_id() -> int:
     return 1 + (_BASE + next(_counter)) % 232
 
 
-@pytest.fixture(scope="session", autouse=True)
-def cpu_kept_awake():
+# Fixtures whose tests start node processes: such a test is marked slow, so that the fast
+# tier (`tools/dev test -m "not slow"`) leaves it out without a marker of its own.
+NODE_FIXTURES = {"ros_graph", "cloud_graph", "domain_id"}
+
+
+def pytest_collection_modifyitems(items):
+    for item in items:
+        if NODE_FIXTURES & set(item.fixturenames):
+            item.add_marker(pytest.mark.slow)
+
+
+class BusyCpu:
     """Timing tests measure the software, not how long an idle CPU takes to wake. On an idle
     virtual machine (CI's), a message to a node waiting on an idle CPU was measured to arrive
     up to ~1.2 s late, which the stop-latency tests would report as the controller's. A
-    lowest-priority busy process keeps a CPU from idling while the suite runs; any real work
-    preempts it."""
-    spinner = subprocess.Popen([sys.executable, "-c", "while True: pass"],
-                               preexec_fn=lambda: os.nice(19))
-    try:
-        yield
-    finally:
-        spinner.kill()
-        spinner.wait()
+    lowest-priority busy process keeps a CPU from idling; any real work preempts it."""
+
+    def __init__(self):
+        self.spinner: subprocess.Popen | None = None
+
+    def keep_awake(self, awake: bool) -> None:
+        if awake and self.spinner is None:
+            self.spinner = subprocess.Popen([sys.executable, "-c", "while True: pass"],
+                                            preexec_fn=lambda: os.nice(19))
+        elif not awake and self.spinner is not None:
+            self.spinner.kill()
+            self.spinner.wait()
+            self.spinner = None
+
+
+@pytest.fixture(scope="session")
+def busy_cpu():
+    cpu = BusyCpu()
+    yield cpu
+    cpu.keep_awake(False)
+
+
+@pytest.fixture(autouse=True)
+def cpu_kept_awake(request, busy_cpu):
+    """The busy process runs during the tests that need it: the slow ones, which include
+    every test that starts node processes or the package's programs, and the in-process
+    timing tests (marked timing). The other tests run without it, since on a 2-core machine
+    it would take a core from them."""
+    node = request.node
+    busy_cpu.keep_awake(bool(node.get_closest_marker("slow") or node.get_closest_marker("timing")))
 
 
 @pytest.fixture
 def domain_id() -> int:
+    """A ROS domain of its own, for a test that starts node processes itself."""
     return next_domain_id()
 
 

@@ -65,6 +65,7 @@ def user(pki, name, password):
     return {"user": name, "password_file": str(pki / f"password-{password}")}
 
 
+@pytest.mark.slow
 def test_user_password_connects_with_the_right_password_only(pki):
     cloud = {"credentials_file": str(pki / "credentials")}
     assert crosses(cloud, user(pki, "go2-a", "a"))
@@ -74,6 +75,7 @@ def test_user_password_connects_with_the_right_password_only(pki):
     assert not crosses(cloud, {})                              # no credentials at all
 
 
+@pytest.mark.slow
 def test_server_authenticated_tls_checks_the_cloud_certificate(pki):
     cloud = {"tls_certificate": str(pki / "cloud.pem"), "tls_private_key": str(pki / "cloud.key"),
              "tls_mutual": False}
@@ -93,12 +95,14 @@ def mutual(pki, name):
             "tls_root_ca": str(pki / "ca.pem")}
 
 
+@pytest.mark.slow
 def test_mutual_tls_requires_a_client_certificate(pki):
     assert crosses(mutual(pki, "cloud"), mutual(pki, "go2-a"), protocol="tls")
     assert not crosses(mutual(pki, "cloud"), {"tls_root_ca": str(pki / "ca.pem"),
                                               "tls_mutual": False}, protocol="tls")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("identity", ["user", "certificate"])
 def test_access_control_binds_each_robot_to_its_own_keys(pki, identity):
     """Robot go2-a, authenticated as itself, may publish only its own up keys and receive only

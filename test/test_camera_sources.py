@@ -177,6 +177,7 @@ def test_capture_skips_bad_frames_and_stops_at_the_end():
                     threading.Event())
 
 
+@pytest.mark.timing
 def test_paced_live_source_keeps_its_rate_and_stops_promptly():
     class Counter:
         n = 0
@@ -263,6 +264,7 @@ def test_bag_replay_keeps_content_order_and_recorded_stamps(tmp_path, storage):
     assert clocks == [log for log, _ in recorded]
 
 
+@pytest.mark.timing
 def test_bag_replay_restamps_with_replay_time_and_scales_its_pace(tmp_path):
     write_camera_bag(tmp_path / "bag", n=5, period_s=0.1)
     before = clock()

@@ -7,6 +7,8 @@ import pytest
 
 from spec_vlm_control.cli import COMMANDS
 
+pytestmark = pytest.mark.slow  # runs the installed spec-vlm program
+
 SPEC_VLM = Path(sys.prefix) / "bin" / "spec-vlm"
 
 

@@ -18,6 +18,8 @@ from spec_vlm_control.sim.episode import judge
 from spec_vlm_control.sim.scenes import SceneSampler
 from spec_vlm_control.sim.world import Pose
 
+pytestmark = pytest.mark.slow  # runs spec-vlm demo: the whole graph of node processes
+
 SPEC_VLM = Path(sys.prefix) / "bin" / "spec-vlm"
 MAX_NEW_TOKENS = 10
 

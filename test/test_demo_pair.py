@@ -83,6 +83,7 @@ def test_plan_vector_sums_signed_turns():
     assert plan_vector("turn_right 30 ; forward 1.25") == (-30.0, 1.25)
 
 
+@pytest.mark.slow
 def test_short_train_demo_run_lowers_the_loss_and_writes_a_loadable_pair(tmp_path):
     """`spec-vlm train-demo --quick`: the pipeline from nothing to a model card, through the
     same code as the full run; the models it writes load with the robot's loader."""

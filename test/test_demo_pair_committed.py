@@ -45,6 +45,7 @@ def test_weights_are_the_ones_the_logged_run_wrote(card):
     assert size <= 40e6
 
 
+@pytest.mark.slow
 def test_committed_pair_meets_the_accuracy_targets_on_fresh_scenes(pair, fresh_scenes, card):
     target, draft, adapters = pair
     layer = card["metrics"]["exit_layer"]

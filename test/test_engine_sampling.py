@@ -19,6 +19,8 @@ from spec_vlm_control.core.protocol import MODES, DecodingParams, Verdict
 from spec_vlm_control.core.sampling import RandomStream, dense, sample, truncate
 from spec_vlm_control.core.verdict import Judgement, VerdictRule
 
+pytestmark = pytest.mark.slow  # thousands of requests per chi-square test (6-11 s each)
+
 VOCAB, NEW, K = 4, 4, 2
 PROMPT = Prompt(torch.tensor([[0, 3, 2]]))
 

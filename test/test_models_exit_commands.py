@@ -1,12 +1,15 @@
 """`spec-vlm train-exits` / `eval-exits` end to end on a tiny VLM with image+instruction data."""
 import json
 
+import pytest
 import torch
 
 from spec_vlm_control.cli import main
 from spec_vlm_control.core import exit_training
 from spec_vlm_control.core.models.tiny_vlm import (
     synthetic_image, tiny_image_processor, tiny_qwen2vl_model, tiny_qwen2vl_tokenizer)
+
+pytestmark = pytest.mark.slow  # trains exit adapters
 
 
 def test_train_then_eval_exits(tmp_path, capsys):

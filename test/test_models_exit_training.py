@@ -8,6 +8,8 @@ from spec_vlm_control.core.models.tiny import random_prompt, tiny_llama
 from spec_vlm_control.core.models.tiny_vlm import synthetic_image, tiny_qwen2vl_pair
 from spec_vlm_control.core.prompts import Qwen2VLPrompts
 
+pytestmark = pytest.mark.slow  # trains exit adapters
+
 torch.set_num_threads(1)
 
 

@@ -10,6 +10,8 @@ from spec_vlm_control.core.models.causal_lm import CausalLMAdapter
 from spec_vlm_control.core.models.gguf import ensure_safetensors, packaged_gguf
 from spec_vlm_control.core.models.loading import load_model
 
+pytestmark = pytest.mark.slow  # converts a 135M-parameter GGUF model (~35 s)
+
 torch.set_num_threads(1)
 ALIAS = "smollm2-135m-instruct"
 

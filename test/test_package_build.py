@@ -6,6 +6,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
+pytestmark = pytest.mark.slow  # runs tools/dev setup and colcon
+
 REPO = Path(__file__).resolve().parent.parent
 VENV = Path(sys.prefix)
 PACKAGE_FILES = ("package.xml", "CMakeLists.txt", "setup.cfg", "setup.py", "requirements.txt",

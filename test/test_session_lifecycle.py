@@ -286,6 +286,7 @@ def retained_bytes(cloud) -> int:
     return total
 
 
+@pytest.mark.slow
 def test_memory_stays_flat_over_500_requests_with_images():
     """Completed, cancelled and abandoned (expiring) sessions, each request with a 100 kB
     image: what the cloud retains stops growing once its bounded tables are full."""

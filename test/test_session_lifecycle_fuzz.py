@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 
+import pytest
 import torch
 from hypothesis import given, settings, strategies as st
 
@@ -12,6 +13,8 @@ from engine_pairs import MAX_NEW, llama_pair
 from spec_vlm_control.core.decode import build
 from spec_vlm_control.core.protocol import (MODES, CommittedTokens, DecodeError,
                                             DecodingParams, Verdict)
+
+pytestmark = pytest.mark.slow  # 60 hypothesis examples of whole requests (~9 s)
 
 torch.set_num_threads(1)
 EPOCH = 0x5EED

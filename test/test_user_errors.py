@@ -14,6 +14,8 @@ import pytest
 
 from tiny_models import save_tiny_vlm
 
+pytestmark = pytest.mark.slow  # runs the installed spec-vlm program
+
 SPEC_VLM = Path(sys.prefix) / "bin" / "spec-vlm"
 
 
