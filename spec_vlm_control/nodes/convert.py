@@ -29,6 +29,11 @@ def time_to_stamp(t: Time) -> float:
     return t.sec + t.nanosec * 1e-9
 
 
+def stamp_ns(t: Time) -> int:
+    """A header stamp as integer nanoseconds (negative when `sec` is)."""
+    return t.sec * 1_000_000_000 + t.nanosec
+
+
 def to_ros(obj):
     """A core dataclass as its ROS message."""
     msg = getattr(ros, type(obj).__name__)()

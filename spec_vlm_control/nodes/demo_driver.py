@@ -28,7 +28,7 @@ from std_msgs.msg import String, UInt32
 import spec_vlm_control.msg as ros
 from spec_vlm_control import topics
 from spec_vlm_control.nodes.common import LATCHED_QOS, PROTOCOL_QOS, SENSOR_QOS
-from spec_vlm_control.nodes.convert import from_ros
+from spec_vlm_control.nodes.convert import from_ros, stamp_ns
 from spec_vlm_control.recording import Recorder
 from spec_vlm_control.sim.episode import Decision
 from spec_vlm_control.sim.world import Pose
@@ -36,10 +36,6 @@ from spec_vlm_control.sim.world import Pose
 PLAN_ENDS = {ros.PlanStatus.FINISHED: "finished", ros.PlanStatus.REJECTED: "rejected",
              ros.PlanStatus.PREEMPTED: "preempted"}
 STILL_FRAME_S = 0.3         # a frame this long after the plan ended shows the robot at rest
-
-
-def stamp_ns(stamp) -> int:
-    return stamp.sec * 1_000_000_000 + stamp.nanosec
 
 
 class DemoDriver(Node):

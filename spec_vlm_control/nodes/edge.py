@@ -37,7 +37,7 @@ from spec_vlm_control.core.verified_stream import VerifiedStream
 from spec_vlm_control.edge_agent import TRIGGERS, AgentConfig, Decision, EdgeAgent, Refusal
 from spec_vlm_control.nodes.common import (LATCHED_QOS, PROTOCOL_QOS, SENSOR_QOS, ConfigError,
                                            OneOf, Range, declare_parameters, spin)
-from spec_vlm_control.nodes.convert import from_ros, to_ros
+from spec_vlm_control.nodes.convert import from_ros, stamp_ns, to_ros
 
 POSITIVE = Range(0.0, low_open=True)
 
@@ -80,10 +80,6 @@ PARAMETERS = {
     "target_model_hash": ("", "refuse a cloud whose target has another hash (empty = any)"),
     "record": ("", "folder of an MCAP bag that records every request (empty = off)"),
 }
-
-def nanoseconds(stamp) -> int:
-    return stamp.sec * 10**9 + stamp.nanosec
-
 
 OUTGOING = {"DecodeRequest": topics.REQUEST, "DraftBlock": topics.DRAFT, "Cancel": topics.CANCEL}
 
@@ -151,7 +147,7 @@ class EdgeNode(Node):
 
     # -- inputs -----------------------------------------------------------------------------
     def _on_image(self, msg: CompressedImage) -> None:
-        error = self.agent.on_frame(msg, nanoseconds(msg.header.stamp), bytes(msg.data),
+        error = self.agent.on_frame(msg, stamp_ns(msg.header.stamp), bytes(msg.data),
                                     self._now())
         if error:
             self.get_logger().warning(f"bad camera frame dropped ({self.agent.bad_frames} so "
