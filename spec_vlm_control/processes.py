@@ -31,13 +31,11 @@ SHARE = PREFIX / "share" / "spec_vlm_control"
 CONFIG = SHARE / "config"
 
 
-def ros_env(domain_id: int, cyclone_domain: Optional[int] = None, **extra: str) -> dict:
+def ros_env(domain_id: int, **extra: str) -> dict:
     """Environment of a node process: loopback-only discovery in the graph's own domain."""
     env = dict(os.environ)
     env.update(ROS_AUTOMATIC_DISCOVERY_RANGE="LOCALHOST", ROS_DOMAIN_ID=str(domain_id),
                PYTHONUNBUFFERED="1")
-    if cyclone_domain is not None:
-        env["SPEC_VLM_CYCLONE_DOMAIN"] = str(cyclone_domain)
     env.update(extra)
     return env
 
@@ -84,7 +82,8 @@ class RosGraph:
 
     domain_id: int
     log_dir: Path
-    cyclone_domain: Optional[int] = None
+    cyclone_domain: Optional[int] = None   # a second DDS domain, for stand-ins of the robot's
+                                           # own DDS services (unitree/go2 *_domain_id)
     probe_name: str = "test_probe"
     context: rclpy.Context = field(default_factory=rclpy.Context)
     processes: list[NodeProcess] = field(default_factory=list)
@@ -130,8 +129,7 @@ class RosGraph:
             cmd += ["-p", f"{key}:={_param_literal(value)}"]
         name = node_name or executable
         log_path = self.log_dir / f"{name}-d{self.domain_id}-{len(self.processes)}.log"
-        proc_env = ros_env(self.domain_id if domain_id is None else domain_id,
-                           self.cyclone_domain)
+        proc_env = ros_env(self.domain_id if domain_id is None else domain_id)
         proc_env.update(env or {})
         with open(log_path, "wb") as log:
             popen = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=proc_env,

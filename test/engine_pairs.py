@@ -10,14 +10,65 @@ from __future__ import annotations
 
 import functools
 from dataclasses import dataclass
+from typing import Optional
 
 import torch
 
-from spec_vlm_control.core.models.base import DecoderAdapter, Prompt
-from spec_vlm_control.core.models.tiny import MemoTarget, MixtureDraft, random_prompt, tiny_llama
+from spec_vlm_control.core.models.base import DecoderAdapter, OnLayer, Prompt, SequenceState
+from spec_vlm_control.core.models.synthetic import MixtureDraft, random_prompt, tiny_llama
 
 MAX_NEW = 14                 # generated tokens per request in the matrix
 AGREEMENTS = (1.0, 0.85, 0.6, 0.3, 0.0)   # cycled over seeds
+
+
+class MemoTarget(DecoderAdapter):
+    """A target's logits for one prompt, memoised per generated prefix.
+
+    Drafts of controlled agreement need the target's own choice at every prefix they draft
+    from; in a test matrix the same prefixes recur across blocks, modes and block sizes.
+    A miss runs the target once over the whole prefix (through its adapter, so vision
+    inputs work too) and remembers every prefix of it. Caches are token lists.
+    """
+
+    def __init__(self, target: DecoderAdapter, prompt: Prompt):
+        self.target = target
+        self.prompt_ids = prompt.input_ids[0].tolist()
+        self.state = target.prefill(prompt)
+        self.base_length = self.state.cache_length
+        self.memo: dict[tuple, torch.Tensor] = {}
+        for name in ("num_layers", "hidden_size", "vocab_size", "eos_token_ids", "dtype",
+                     "device", "norm", "lm_head"):
+            setattr(self, name, getattr(target, name))
+
+    def fingerprint(self) -> str:
+        return self.target.fingerprint()
+
+    def logits_after(self, generated: tuple) -> torch.Tensor:
+        if generated not in self.memo:
+            rows = self.target.extend(self.state, list(generated))
+            self.target.crop(self.state, self.base_length, self.prompt_ids[-1])
+            for i in range(len(generated) + 1):
+                self.memo[generated[:i]] = rows[i]
+        return self.memo[generated]
+
+    def prefill(self, prompt: Prompt) -> SequenceState:
+        if prompt.input_ids[0].tolist() != self.prompt_ids:
+            raise ValueError("MemoTarget serves the prompt it was built for")
+        return SequenceState(cache=[], cache_length=self.base_length,
+                             pending=self.prompt_ids[-1])
+
+    def extend(self, state: SequenceState, tokens: list[int],
+               on_layer: Optional[OnLayer] = None) -> torch.Tensor:
+        fed = [state.pending, *tokens]
+        before = state.cache                       # tokens from the prompt's last one on
+        state.cache = before + fed
+        state.cache_length += len(fed)
+        return torch.stack([self.logits_after(tuple((before + fed[: i + 1])[1:]))
+                            for i in range(len(fed))])
+
+    def crop(self, state: SequenceState, cache_length: int, pending: int) -> None:
+        state.cache = state.cache[: cache_length - self.base_length]
+        state.cache_length, state.pending = cache_length, int(pending)
 
 
 @dataclass
@@ -58,7 +109,7 @@ INSTRUCTIONS = ("go to the red ball", "turn towards the blue box", "stop")
 
 @functools.lru_cache(maxsize=None)
 def _qwen2vl_base(index: int):
-    from spec_vlm_control.core.models.tiny_vlm import tiny_qwen2vl_pair
+    from tiny_models import tiny_qwen2vl_pair
     torch.set_num_threads(1)
     return tiny_qwen2vl_pair(seed=200 + index)
 
@@ -67,7 +118,7 @@ def _qwen2vl_base(index: int):
 def qwen2vl_pair(seed: int) -> EnginePair:
     """Two tiny Qwen2-VL targets (3 layers, hidden 64, byte vocab); per seed a synthetic
     image and an instruction through the chat template (86-96 prompt tokens, 9 of them image)."""
-    from spec_vlm_control.core.models.tiny_vlm import synthetic_image
+    from tiny_models import synthetic_image
     from spec_vlm_control.core.prompts import Qwen2VLPrompts
     base = _qwen2vl_base(seed % 2)
     prompt = Qwen2VLPrompts(base.tokenizer, base.image_processor).build(

@@ -17,7 +17,7 @@ from spec_vlm_control.camera import (BagReplay, EndOfStream, Frame, FrameError, 
 from spec_vlm_control.camera.frame import check_image, decode_image, encode_jpeg
 from spec_vlm_control.camera.go2 import Go2Source
 from spec_vlm_control.camera.opencv import OpenCVSource
-from spec_vlm_control.camera.sim import SimSource
+from spec_vlm_control.camera.simulated import SimSource
 from spec_vlm_control.recording import Recorder, read_bag
 
 SECOND = 1_000_000_000
@@ -367,6 +367,9 @@ def test_sim_source_renders_the_world_it_is_shown():
     facing, away = source.grab(), source.grab()
     assert facing.rgb.shape == (24, 32, 3) and facing.stamp_ns == 5
     assert red_pixels(facing.rgb) > 10 and red_pixels(away.rgb) == 0
+    # One frame type: the render, stamped, with its ground truth (what the ball covers).
+    assert isinstance(facing, Frame) and (facing.object_index == 0).sum() > 10
+    assert facing.depth.shape == (24, 32) and (away.object_index == 0).sum() == 0
 
 
 def red_pixels(rgb):

@@ -22,7 +22,7 @@ from spec_vlm_control.core.clock import CostedAdapter, ManualClock
 from spec_vlm_control.core.cloud import CloudConfig, CloudVerifier
 from spec_vlm_control.core.decode import run_request
 from spec_vlm_control.core.edge import EdgeSession
-from spec_vlm_control.core.models.tiny import MixtureDraft
+from spec_vlm_control.core.models.synthetic import MixtureDraft
 from spec_vlm_control.core.prefix import prefix_hash
 from spec_vlm_control.core.prompts import Qwen2VLPrompts, request_prompt
 from spec_vlm_control.core.protocol import (MODES, Cancel, DecodeError, DecodeRequest,
@@ -33,7 +33,7 @@ INSTRUCTION = "go to the red ball"
 
 
 def jpeg(seed: int = 0, size: tuple[int, int] = (56, 56)) -> bytes:
-    from spec_vlm_control.core.models.tiny_vlm import synthetic_image
+    from tiny_models import synthetic_image
     buffer = io.BytesIO()
     synthetic_image(seed).resize(size).save(buffer, format="JPEG", quality=95)
     return buffer.getvalue()
@@ -71,11 +71,11 @@ class Cloud:
             config=CloudConfig(tokenizer_hash=self.fingerprint, **limits))
 
     def request(self, robot: str, image: bytes = None, image_format: str = "jpeg",
-                instruction: str = INSTRUCTION, stamp: float = 1.0, **params) -> DecodeRequest:
+                instruction: str = INSTRUCTION, stamp_ns: int = 1, **params) -> DecodeRequest:
         params = {"mode": MODES["plain"], "block_size": 3, "max_new_tokens": MAX_NEW, **params}
         return DecodeRequest(robot, 1, instruction, jpeg() if image is None else image,
                              image_format, DecodingParams(**params),
-                             Handshake(tokenizer_hash=self.fingerprint), stamp)
+                             Handshake(tokenizer_hash=self.fingerprint), stamp_ns)
 
     def drain(self) -> list:
         while self.cloud.has_work():
@@ -135,8 +135,8 @@ def bad_requests(c: Cloud, vocab: int) -> dict[str, tuple[DecodeRequest, str]]:
         "no-new-tokens": (c.request("", max_new_tokens=0), "max_new_tokens"),
         "huge-new-tokens": (c.request("", max_new_tokens=65535), "max_new_tokens"),
         "negative-seed": (c.request("", temperature=1.0, seed=-1), "seed"),
-        "negative-stamp": (c.request("", stamp=-1.0), "stamp"),
-        "nan-stamp": (c.request("", stamp=nan), "stamp"),
+        "negative-stamp": (c.request("", stamp_ns=-1), "stamp_ns -1"),
+        "float-stamp": (c.request("", stamp_ns=1.5), "stamp_ns 1.5: not an integer"),
     }
     return {robot: (DecodeRequest(**{**vars(r), "robot_id": robot}), reason)
             for robot, (r, reason) in cases.items()}
@@ -301,10 +301,10 @@ def requests(draw):
     f = mutated(draw, dict(
         mode=draw(st.integers(0, 4)), block_size=draw(st.integers(0, 4)),
         max_new_tokens=draw(st.integers(1, 8)), temperature=draw(st.sampled_from([0.0, 0.8])),
-        top_p=draw(st.sampled_from([1.0, 0.9])), seed=draw(st.integers(0, 5)), stamp=1.0,
+        top_p=draw(st.sampled_from([1.0, 0.9])), seed=draw(st.integers(0, 5)), stamp_ns=1,
         instruction=INSTRUCTION, image="jpeg", format="jpeg"), dict(
         mode=wild_ints, block_size=wild_ints, max_new_tokens=wild_ints, temperature=wild_floats,
-        top_p=wild_floats, seed=wild_ints, stamp=wild_floats,
+        top_p=wild_floats, seed=wild_ints, stamp_ns=wild_ints,
         instruction=st.one_of(st.text(max_size=20), st.just("go " * 1000)),
         image=st.sampled_from(sorted(IMAGES)),
         format=st.sampled_from(["png", "rgb8; jpeg compressed bgr8", "gif", ""])))
@@ -313,12 +313,12 @@ def requests(draw):
     request = DecodeRequest(draw(robots), draw(request_ids), f["instruction"],
                             IMAGES[f["image"]], f["format"], params,
                             Handshake(tokenizer_hash=_qwen2vl_base(0).target.fingerprint()),
-                            f["stamp"])
+                            f["stamp_ns"])
     p = params
     bad = not (0 <= p.mode <= 4 and 0 <= p.block_size <= 16 and 1 <= p.max_new_tokens <= 8
                and math.isfinite(p.temperature) and (p.temperature == 0 or p.temperature >= 1e-6)
                and math.isfinite(p.top_p) and 0 < p.top_p <= 1 and 0 <= p.seed < 2 ** 64
-               and math.isfinite(request.stamp) and request.stamp >= 0
+               and 0 <= request.stamp_ns < 2 ** 64
                and len(request.instruction) <= 2000 and f["format"] != "gif"
                and (not f["format"] or f["image"] not in STRUCTURALLY_BAD_IMAGES))
     return request, bad

@@ -52,7 +52,7 @@ def test_cloud_node_answers_crash_inputs_and_keeps_serving(cloud_graph, config_d
     def request(request_id: int, image: bytes, mode: str) -> DecodeRequest:
         return DecodeRequest("go2", request_id, INSTRUCTION, image, "jpeg",
                              DecodingParams(MODES[mode], 3, MAX_NEW_TOKENS),
-                             Handshake(tokenizer_hash=loaded.fingerprint), stamp=1.0)
+                             Handshake(tokenizer_hash=loaded.fingerprint), stamp_ns=1)
 
     def answered(request_id: int, message) -> tuple[float, object]:
         sent = time.monotonic()

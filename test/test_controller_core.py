@@ -7,11 +7,11 @@ import pytest
 
 from spec_vlm_control.action import ActionLimits, Step
 from spec_vlm_control.control.backends import Backend, TwistBackend
-from spec_vlm_control.control.controller import (NS_PER_S, Controller, ControllerConfig, Level,
-                                                 PlanStatus, VerifiedChunk)
+from spec_vlm_control.control.controller import NS_PER_S, Controller, ControllerConfig, Level
 from spec_vlm_control.control.executor import PlanExecutor
 from spec_vlm_control.control.motion import Command, MotionLimits, StepMotion, limit_accel
 from spec_vlm_control.control.safety import ObstacleGate, Watchdog
+from spec_vlm_control.core.protocol import PlanStatus, VerifiedTokens
 
 RATE = 20.0
 PERIOD = 1.0 / RATE
@@ -25,9 +25,7 @@ WALL_NS = 1_700_000_000 * NS_PER_S  # the robot's clock when a chunk arrives
 
 def stamped(request_id, seq, text, final=False, age=0.05):
     """A chunk whose frame is `age` seconds old on arrival (negative: from the future)."""
-    stamp_ns = WALL_NS - round(age * NS_PER_S)
-    return VerifiedChunk(request_id, seq, text, final, stamp_ns // NS_PER_S,
-                         stamp_ns % NS_PER_S, WALL_NS)
+    return VerifiedTokens(request_id, seq, [], text, final, WALL_NS - round(age * NS_PER_S))
 
 
 class RecordingBackend(Backend):
@@ -66,7 +64,7 @@ class Sim:
         self.ctrl = Controller(config, self.backend)
 
     def chunk(self, request_id, seq, text, final=False, age=0.05):
-        return self.ctrl.on_chunk(stamped(request_id, seq, text, final, age), self.now)
+        return self.ctrl.on_chunk(stamped(request_id, seq, text, final, age), WALL_NS, self.now)
 
     def run(self, seconds):
         commands = []

@@ -15,7 +15,7 @@ from spec_vlm_control.core.decode import Costs, build, decode, run_request, run_
 from spec_vlm_control.core.edge import EdgeConfig
 from spec_vlm_control.core.exit_head import ExitHead
 from spec_vlm_control.core.link import LinkEmulator
-from spec_vlm_control.core.models.tiny import MixtureDraft
+from spec_vlm_control.core.models.synthetic import MixtureDraft
 from spec_vlm_control.core.prefix import prefix_hash
 from spec_vlm_control.core.protocol import (MODES, Cancel, CommittedTokens, DecodeError,
                                             DecodeRequest, DecodingParams, DraftBlock,
@@ -301,7 +301,7 @@ def test_dataclasses_mirror_the_ros_messages():
     from pathlib import Path
     from spec_vlm_control.core import metrics, protocol
     # where a ROS type is unpacked into plain fields at the node boundary
-    unpacked = {"header": ["stamp"], "image": ["image_data", "image_format"]}
+    unpacked = {"header": ["stamp_ns"], "image": ["image_data", "image_format"]}
     for path in sorted((Path(__file__).parent.parent / "msg").glob("*.msg")):
         fields = []
         for line in path.read_text().splitlines():
@@ -328,23 +328,22 @@ def test_verified_stream_numbers_chunks_and_decodes_whole_characters():
 def test_cloud_led_chains_stay_within_the_clouds_block_limit():
     """A long lead (large k, a slow link) is still sent as blocks the cloud accepts: the
     chain beyond the known prefix never exceeds MAX_BLOCK_TOKENS."""
-    from spec_vlm_control.core.protocol import MAX_BLOCK_TOKENS, DraftBlock
+    from spec_vlm_control.core.protocol import MAX_BLOCK_TOKENS
     pair = llama_pair(1)
     params = DecodingParams(mode=MODES["cloud_led"], block_size=24, max_new_tokens=150)
     link = dict(latency_s=0.1)
     edge, cloud = build(pair.target, MixtureDraft(pair.target, 1.0), pair.prompt, params,
                         costs=Costs(target_pass=0.001, draft_pass=0.0001))
-    blocks = []
-    receive = cloud.receive
+    ahead = []                         # draft tokens beyond the edge's prefix, when sent
+    send_block = edge.send_block
 
-    def record(message):
-        if isinstance(message, DraftBlock):
-            blocks.append(len(message.tokens))
-        receive(message)
-    cloud.receive = record
+    def record(block):
+        ahead.append(block.message.assumed_length + len(block.tokens) - len(edge.tokens))
+        send_block(block)
+    edge.send_block = record
     outcome = run_request(edge, cloud, LinkEmulator(**link), LinkEmulator(**link))
     assert outcome.stats.ok, outcome.stats.error
-    assert blocks and max(blocks) == MAX_BLOCK_TOKENS
+    assert len(ahead) > 1 and max(ahead) <= MAX_BLOCK_TOKENS   # (the chain stops at EOS)
     plain = decode(pair.target, MixtureDraft(pair.target, 1.0), pair.prompt,
                    DecodingParams(mode=PLAIN, block_size=4, max_new_tokens=150))
     assert outcome.tokens == plain.tokens

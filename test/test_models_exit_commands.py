@@ -6,7 +6,7 @@ import torch
 
 from spec_vlm_control.cli import main
 from spec_vlm_control.core import exit_training
-from spec_vlm_control.core.models.tiny_vlm import (
+from tiny_models import (
     synthetic_image, tiny_image_processor, tiny_qwen2vl_model, tiny_qwen2vl_tokenizer)
 
 pytestmark = pytest.mark.slow  # trains exit adapters

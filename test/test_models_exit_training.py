@@ -4,8 +4,8 @@ import torch
 
 from spec_vlm_control.core import exit_training
 from spec_vlm_control.core.exit_head import ExitHead
-from spec_vlm_control.core.models.tiny import random_prompt, tiny_llama
-from spec_vlm_control.core.models.tiny_vlm import synthetic_image, tiny_qwen2vl_pair
+from spec_vlm_control.core.models.synthetic import random_prompt, tiny_llama
+from tiny_models import synthetic_image, tiny_qwen2vl_pair
 from spec_vlm_control.core.prompts import Qwen2VLPrompts
 
 pytestmark = pytest.mark.slow  # trains exit adapters

@@ -5,7 +5,7 @@ from transformers.models.clip.image_processing_pil_clip import CLIPImageProcesso
 
 from spec_vlm_control.core.models.llava import LlavaAdapter
 from spec_vlm_control.core.models.loading import load_model
-from spec_vlm_control.core.models.tiny_vlm import synthetic_image, tiny_qwen2vl_tokenizer
+from tiny_models import synthetic_image, tiny_qwen2vl_tokenizer
 from spec_vlm_control.core.prompts import ProcessorPrompts
 
 torch.set_num_threads(1)

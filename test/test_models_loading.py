@@ -9,7 +9,7 @@ from transformers import LlamaConfig, LlamaForCausalLM
 from spec_vlm_control.core.models.causal_lm import CausalLMAdapter
 from spec_vlm_control.core.models.loading import load_model, load_pair, load_pair_config
 from spec_vlm_control.core.models.qwen2_vl import Qwen2VLAdapter
-from spec_vlm_control.core.models.tiny_vlm import (
+from tiny_models import (
     synthetic_image, tiny_image_processor, tiny_qwen2vl_model, tiny_qwen2vl_tokenizer)
 from spec_vlm_control.core.models.tokenizer import TokenizerMismatch, tokenizer_fingerprint
 

@@ -3,7 +3,7 @@ import pytest
 import torch
 
 from spec_vlm_control.core.models.qwen2_vl import Qwen2VLAdapter
-from spec_vlm_control.core.models.tiny_vlm import (
+from tiny_models import (
     synthetic_image, tiny_image_processor, tiny_qwen2vl_model, tiny_qwen2vl_pair,
     tiny_qwen2vl_tokenizer)
 from spec_vlm_control.core.prompts import Qwen2VLPrompts

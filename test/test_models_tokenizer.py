@@ -1,7 +1,7 @@
 """Tokenizer fingerprints: equal for the same tokenizer, and a mismatched pair is refused."""
 import pytest
 
-from spec_vlm_control.core.models.tiny_vlm import tiny_qwen2vl_tokenizer
+from tiny_models import tiny_qwen2vl_tokenizer
 from spec_vlm_control.core.models.tokenizer import (
     TokenizerMismatch, check_same_tokenizer, tokenizer_fingerprint)
 

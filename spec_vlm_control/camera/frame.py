@@ -2,11 +2,13 @@
 
 A frame keeps the bytes it arrived with (JPEG from the Go2, a recorded CompressedImage) or
 the pixels (OpenCV, the simulator, a recorded raw Image) and converts only when asked, so a
-JPEG that needs no resizing is published byte for byte as it was captured or recorded.
+JPEG that needs no resizing is published byte for byte as it was captured or recorded. A
+frame the simulator renders also carries its ground truth (what each pixel shows, and how
+far away), which labels scenes and supervises a vision tower.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Optional
 
 import cv2
@@ -48,10 +50,14 @@ def check_image(data: bytes, max_bytes: int, max_pixels: int) -> tuple[int, int]
 
 @dataclass(frozen=True)
 class Frame:
-    """`jpeg` or `rgb` (or both); `stamp_ns`: capture time in the clock of whoever reads it."""
+    """`jpeg` or `rgb` (or both); `stamp_ns`: capture time in the clock of whoever reads it
+    (0: not captured yet, e.g. a render before a source stamps it)."""
     stamp_ns: int
     jpeg: Optional[bytes] = None
-    rgb: Optional[np.ndarray] = None  # (H, W, 3) uint8
+    rgb: Optional[np.ndarray] = None           # (H, W, 3) uint8
+    object_index: Optional[np.ndarray] = None  # simulator: (H, W) int16 index into the
+                                               # world's objects, sim.camera.NO_OBJECT elsewhere
+    depth: Optional[np.ndarray] = None         # simulator: (H, W) float32, metres along the ray
 
     def __post_init__(self):
         if self.jpeg is None and self.rgb is None:
@@ -63,7 +69,7 @@ class Frame:
         return decode_image(self.jpeg)
 
     def with_stamp(self, stamp_ns: int) -> "Frame":
-        return Frame(stamp_ns, self.jpeg, self.rgb)
+        return replace(self, stamp_ns=stamp_ns)
 
 
 def decode_image(data: bytes) -> np.ndarray:

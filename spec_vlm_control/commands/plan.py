@@ -132,10 +132,10 @@ def calibrate(target, draft, prompt, exit_layer: int, k: int, repeats: int = 100
     from ..core.protocol import DecodingParams
     from ..core.sampling import RandomStream
     from ..core.sequence import Sequence
+    from ..core.target_pass import TargetPass
     from ..core.verdict import VerdictRule
-    from ..core.verifier import EarlyExitVerifier
     from .bench import _fast_median
-    verifier = EarlyExitVerifier.with_layers(target, [exit_layer])
+    verifier = TargetPass.with_layers(target, [exit_layer])
     rule = VerdictRule(DecodingParams(), RandomStream(0, 0))
     cloud, edge = Sequence(target, prompt), Sequence(draft, prompt)
     work = {"one": (cloud, lambda: verifier.verify(cloud, [], rule, 0, on_early=lambda *_: None)),
@@ -164,7 +164,7 @@ def validate(args) -> dict:
     from tqdm import tqdm
     from ..core.decode import decode, mode_setup
     from ..core.link import LinkEmulator
-    from ..core.models.tiny import MixtureDraft
+    from ..core.models.synthetic import MixtureDraft
     from ..core.regimes import BASELINES, MODES, Regime, predict
     from ..core.regimes import run as run_regime
     from . import bench

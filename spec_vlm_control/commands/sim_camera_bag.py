@@ -29,7 +29,7 @@ def run(args) -> int:
     from tqdm import tqdm
 
     from spec_vlm_control.camera.frame import encode_jpeg
-    from spec_vlm_control.camera.sim import turning_frames
+    from spec_vlm_control.camera.simulated import turning_frames
     from spec_vlm_control.recording import Recorder, package_typestore
     from spec_vlm_control.sim.camera import EgoCamera
     from spec_vlm_control.sim.scenes import SceneSampler

@@ -7,8 +7,10 @@ a bad step, a lost chunk, a too-old or future camera frame, too much text, e-sto
 failure, an obstacle — ends it the same way: clear the executor, stop the backend now,
 report why. A plan runs at most once: chunks of a request that has ended are ignored.
 
-The ROS node is a thin adapter over this class: it converts messages to the calls
-below, calls `tick()` from a timer, and publishes `events` and `incidents`.
+Chunks come in and plan events go out as the protocol's own types (core/protocol.py
+VerifiedTokens and PlanStatus). The ROS node is a thin adapter over this class: it converts
+messages to the calls below (nodes/convert.py), calls `tick()` from a timer, and publishes
+`events` and `incidents`.
 """
 from __future__ import annotations
 
@@ -18,18 +20,11 @@ from enum import IntEnum
 from typing import Optional
 
 from ..action import ActionLimits, PlanError, PlanStream, format_step
+from ..core.protocol import PlanStatus, VerifiedTokens
 from .backends import Backend
 from .executor import PlanExecutor
 from .motion import STOP, Command, MotionLimits, StepMotion
 from .safety import ObstacleGate, Watchdog
-
-
-class PlanStatus(IntEnum):
-    """Mirrors spec_vlm_control/PlanStatus."""
-    STARTED = 0
-    FINISHED = 1
-    REJECTED = 2
-    PREEMPTED = 3
 
 
 class Level(IntEnum):
@@ -42,34 +37,11 @@ class Level(IntEnum):
 NS_PER_S = 1_000_000_000
 
 
-@dataclass(frozen=True)
-class VerifiedChunk:
-    """Mirrors spec_vlm_control/VerifiedTokens: the frame stamp as sent, and the local clock
-    (the same clock as the stamp's: camera, edge and controller share the robot's host) when
-    the chunk arrived."""
-    request_id: int
-    seq: int
-    text_delta: str
-    final: bool
-    stamp_sec: int
-    stamp_nanosec: int
-    received_ns: int
-
-    @property
-    def stamp_valid(self) -> bool:
-        return self.stamp_sec >= 0 and 0 <= self.stamp_nanosec < NS_PER_S
-
-    @property
-    def frame_age_s(self) -> float:
-        """Negative for a stamp from the future."""
-        return (self.received_ns - self.stamp_sec * NS_PER_S - self.stamp_nanosec) / NS_PER_S
-
-
-@dataclass(frozen=True)
-class PlanEvent:
-    request_id: int
-    status: PlanStatus
-    detail: str = ""
+def frame_age_s(chunk: VerifiedTokens, received_ns: int) -> float:
+    """Age of the chunk's frame on arrival, negative for a stamp from the future.
+    `received_ns` is the local clock, the same clock as the stamp's: camera, edge and
+    controller share the robot's host."""
+    return (received_ns - chunk.stamp_ns) / NS_PER_S
 
 
 @dataclass(frozen=True)
@@ -118,7 +90,7 @@ class Controller:
     def __init__(self, config: ControllerConfig, backend: Backend):
         self.config = config
         self.backend = backend
-        self.events: list[PlanEvent] = []      # drained by the node (PlanStatus)
+        self.events: list[PlanStatus] = []     # drained by the node
         self.incidents: list[Incident] = []    # drained by the node (log + diagnostics)
         self.last_step = ""                    # the last finished step and its duration
         self.executor = PlanExecutor(self.config.motion, 1.0 / self.config.rate_hz)
@@ -136,10 +108,11 @@ class Controller:
 
     # -- inputs ---------------------------------------------------------------------------
 
-    def on_chunk(self, chunk: VerifiedChunk, now: float) -> bool:
-        """Take a chunk of verified text. True when a verified step now waits and none
-        runs: the caller should tick at once rather than at the next period, so that a
-        step starts as soon as it is verified."""
+    def on_chunk(self, chunk: VerifiedTokens, received_ns: int, now: float) -> bool:
+        """Take a chunk of verified text that arrived at `received_ns` (the robot's clock,
+        for the frame's age; `now` is the monotonic control clock). True when a verified
+        step now waits and none runs: the caller should tick at once rather than at the
+        next period, so that a step starts as soon as it is verified."""
         if chunk.request_id in self.ended_set:
             if chunk.seq == 0:
                 self._incident(Level.WARN, f"request {chunk.request_id} has ended: its "
@@ -148,9 +121,10 @@ class Controller:
         if self.plan is None or chunk.request_id != self.plan.request_id:
             if self.plan is not None:
                 self._end(PlanStatus.PREEMPTED, f"preempted by request {chunk.request_id}", now)
+            age = frame_age_s(chunk, received_ns)
             self.plan = Plan(chunk.request_id, PlanStream(self.config.action),
-                             frame_time=now - chunk.frame_age_s)
-            refusal = self._refusal(chunk)
+                             frame_time=now - age)
+            refusal = self._refusal(chunk, age)
             if refusal:
                 self._end(PlanStatus.REJECTED, refusal, now)
                 return False
@@ -221,7 +195,7 @@ class Controller:
                 self._end(PlanStatus.REJECTED, self._too_old(age), now)
                 return self.sent
             plan.started = True
-            self.events.append(PlanEvent(plan.request_id, PlanStatus.STARTED))
+            self.events.append(PlanStatus(plan.request_id, PlanStatus.STARTED))
         veto = self.obstacle.veto(command, now)
         if veto:
             self._end(PlanStatus.PREEMPTED, veto, now)
@@ -266,7 +240,7 @@ class Controller:
 
     # -- helpers --------------------------------------------------------------------------
 
-    def _refusal(self, chunk: VerifiedChunk) -> Optional[str]:
+    def _refusal(self, chunk: VerifiedTokens, age: float) -> Optional[str]:
         """Why a new plan may not start at all, or None."""
         if self.estop:
             return "e-stop engaged"
@@ -274,10 +248,8 @@ class Controller:
             return "decode link failed"
         if chunk.seq != 0:
             return f"plan starts at chunk {chunk.seq}, not 0"
-        if not chunk.stamp_valid:
-            return (f"invalid frame stamp (sec {chunk.stamp_sec}, "
-                    f"nanosec {chunk.stamp_nanosec})")
-        age = chunk.frame_age_s
+        if chunk.stamp_ns < 0:   # before 1970, or malformed (nodes/convert.py stamp_ns)
+            return f"invalid frame stamp ({chunk.stamp_ns} ns)"
         if age < -self.config.max_clock_skew_s:
             return (f"frame stamp {-age:.2f} s in the future "
                     f"(clock skew limit {self.config.max_clock_skew_s:.2f} s)")
@@ -288,7 +260,7 @@ class Controller:
     def _too_old(self, age: float) -> str:
         return f"frame too old ({age:.2f} s > {self.config.max_frame_age_at_start_s:.2f} s)"
 
-    def _end(self, status: PlanStatus, detail: str, now: float, always_stop: bool = False) -> None:
+    def _end(self, status: int, detail: str, now: float, always_stop: bool = False) -> None:
         """End the current plan (if any): stop at once, remember it, report it.
 
         `always_stop` sends a stop even when idle (e-stop, link failure).
@@ -302,10 +274,11 @@ class Controller:
         self.ended_set.add(plan.request_id)
         if len(self.ended) > self.config.recent_plans:
             self.ended_set.discard(self.ended.popleft())
-        self.events.append(PlanEvent(plan.request_id, status, detail))
+        self.events.append(PlanStatus(plan.request_id, status, detail))
         if status in (PlanStatus.REJECTED, PlanStatus.PREEMPTED):
-            level = Level.ERROR if status is PlanStatus.REJECTED else Level.WARN
-            self._incident(level, f"request {plan.request_id} {status.name.lower()}: {detail}")
+            level = Level.ERROR if status == PlanStatus.REJECTED else Level.WARN
+            self._incident(level, f"request {plan.request_id} {PlanStatus.NAMES[status]}: "
+                                  f"{detail}")
 
     def _incident(self, level: Level, message: str) -> None:
         self.incidents.append(Incident(level, message))

@@ -7,13 +7,15 @@ core/prefix.py), so duplicated, late, reordered or stale messages are recognised
 Request ids come from `RequestIds` (a boot nonce above a counter, so a restarted edge never
 reuses one); every cloud->edge message carries the `cloud_epoch` of the process that sent it,
 so the edge can tell a late answer of the cloud serving it from the word of a restarted one.
+A capture time (`stamp_ns`) is integer nanoseconds of the robot's clock, from the camera
+frame to the controller; the nodes carry it in std_msgs/Header.stamp.
 """
 from __future__ import annotations
 
 import secrets
 from dataclasses import dataclass, field
 
-PROTOCOL_VERSION = 2
+PROTOCOL_VERSION = 3
 MAX_BLOCK_TOKENS = 64   # the longest draft block a cloud accepts by default; edges stay within it
 
 
@@ -50,8 +52,7 @@ MODES = {name: mode for mode, name in MODE_NAMES.items()}
 @dataclass
 class Handshake:
     protocol_version: int = PROTOCOL_VERSION
-    tokenizer_hash: str = ""
-    draft_model_hash: str = ""
+    tokenizer_hash: str = ""      # core/models/tokenizer.py tokenizer_fingerprint
     target_model_hash: str = ""   # the target the edge expects; empty = any
 
 
@@ -64,7 +65,7 @@ class DecodeRequest:
     image_format: str = ""        # empty = text-only request
     params: DecodingParams = field(default_factory=DecodingParams)
     handshake: Handshake = field(default_factory=Handshake)
-    stamp: float = 0.0            # capture time of the camera frame
+    stamp_ns: int = 0             # capture time of the frame (text-only: of the instruction)
 
 
 @dataclass
@@ -143,7 +144,7 @@ class VerifiedTokens:
     token_ids: list[int]
     text_delta: str = ""
     final: bool = False
-    stamp: float = 0.0
+    stamp_ns: int = 0             # the request's stamp_ns: what the plan was decided on
 
 
 @dataclass
@@ -152,6 +153,7 @@ class PlanStatus:
     FINISHED = 1
     REJECTED = 2
     PREEMPTED = 3
+    NAMES = ("started", "finished", "rejected", "preempted")
 
     request_id: int
     status: int

@@ -6,7 +6,7 @@ draft step `draft_s` (ManualClock + CostedAdapter), across a link of a fixed rou
 the models are stand-ins whose outputs are set by two probabilities:
 
 - acceptance: the draft proposes the target's token at each position with this probability
-  (models/tiny.py MixtureDraft, coin keyed by seed and position);
+  (models/synthetic.py MixtureDraft, coin keyed by seed and position);
 - exit hit: an early verdict equals the final one with this probability. The scripted target
   hands its exit layer, per pass, either its final logits (a hit: the exit head's verdict is
   the final verdict) or logits whose argmax is wrong at every position (a miss: the early
@@ -29,7 +29,7 @@ import torch
 from .decode import Costs, decode, mode_setup
 from .link import LinkEmulator
 from .models.base import DecoderAdapter, OnLayer, Prompt, SequenceState
-from .models.tiny import MixtureDraft
+from .models.synthetic import MixtureDraft
 
 MODES = ("plain", "early_exit", "preemptive", "pipelined", "cloud_led")
 BASELINES = ("stream", "per_token")   # cloud-only streaming; one request per token

@@ -81,7 +81,7 @@ def check_request(request: DecodeRequest, config) -> None:
     if not isinstance(request.handshake, Handshake):
         raise BadMessage("handshake: missing")
     check_params(request.params, config)
-    _number("stamp", request.stamp, low=0.0)
+    _integer("stamp_ns", request.stamp_ns, 0, U64 - 1)
     if not isinstance(request.instruction, str):
         raise BadMessage("instruction: not a string")
     if len(request.instruction) > config.max_instruction_chars:

@@ -15,11 +15,11 @@ from .protocol import VerifiedTokens
 
 class VerifiedStream:
     def __init__(self, request_id: int, publish: Callable[[VerifiedTokens], None],
-                 decode: Optional[Callable[[list[int]], str]] = None, stamp: float = 0.0):
+                 decode: Optional[Callable[[list[int]], str]] = None, stamp_ns: int = 0):
         self.request_id = request_id
         self.publish = publish
         self.decode = decode
-        self.stamp = stamp
+        self.stamp_ns = stamp_ns
         self.tokens: list[int] = []
         self.text = ""
         self.seq = 0
@@ -36,6 +36,6 @@ class VerifiedStream:
             delta = text[len(os.path.commonprefix([text, self.text])):]
             self.text = text
         self.publish(VerifiedTokens(self.request_id, self.seq, list(tokens), delta, final,
-                                    self.stamp))
+                                    self.stamp_ns))
         self.seq += 1
         self.final = final

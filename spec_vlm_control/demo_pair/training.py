@@ -163,11 +163,6 @@ def train_language(model, batcher: Batcher, scenes: SceneSet, heldout: SceneSet,
     return curve
 
 
-def share_vision(source, draft) -> None:
-    """The draft sees through a copy of the target's pre-trained tower."""
-    draft.model.visual.load_state_dict(source.model.visual.state_dict())
-
-
 # -- phase 3: the exit adapter, distilled from the finished target ----------------------------
 
 def train_exit(target_adapter, prompts, recipe: Recipe, new_tokens: int = 8,

@@ -21,7 +21,6 @@ import threading
 from dataclasses import replace
 
 import rclpy
-from builtin_interfaces.msg import Time as TimeMsg
 from rclpy.node import Node
 from rclpy.qos import QoSProfile, ReliabilityPolicy
 from rosgraph_msgs.msg import Clock
@@ -30,6 +29,7 @@ from sensor_msgs.msg import CompressedImage, Image
 from spec_vlm_control.camera import (BagReplay, Frame, FrameError, Paced, Shaper, SourceError,
                                      run_capture)
 from spec_vlm_control.nodes.common import OneOf, Range, declare_parameters, spin
+from spec_vlm_control.nodes.convert import to_time
 
 # name -> (default, description[, check]); config/camera.yaml lists the same keys.
 PARAMETERS = {
@@ -66,10 +66,6 @@ PARAMETERS = {
 }
 
 IMAGE_QOS = QoSProfile(depth=1, reliability=ReliabilityPolicy.BEST_EFFORT)
-
-
-def stamp_msg(stamp_ns: int) -> TimeMsg:
-    return TimeMsg(sec=stamp_ns // 1_000_000_000, nanosec=stamp_ns % 1_000_000_000)
 
 
 class CameraNode(Node):
@@ -122,7 +118,7 @@ class CameraNode(Node):
         from std_msgs.msg import UInt32
 
         from spec_vlm_control import topics
-        from spec_vlm_control.camera.sim import SimSource
+        from spec_vlm_control.camera.simulated import SimSource
         from spec_vlm_control.nodes.common import LATCHED_QOS
         from spec_vlm_control.sim.camera import EgoCamera
         from spec_vlm_control.sim.scenes import SceneSampler
@@ -174,7 +170,7 @@ class CameraNode(Node):
             self.report_bad_frame(error)
             return
         msg = CompressedImage(format="jpeg", data=jpeg)
-        msg.header.stamp, msg.header.frame_id = stamp_msg(frame.stamp_ns), self.p["frame_id"]
+        msg.header.stamp, msg.header.frame_id = to_time(frame.stamp_ns), self.p["frame_id"]
         self.compressed.publish(msg)
         if self.raw is not None:
             h, w = rgb.shape[:2]
@@ -183,7 +179,7 @@ class CameraNode(Node):
         self.published += 1
 
     def _publish_clock(self, stamp_ns: int) -> None:
-        self.clock_pub.publish(Clock(clock=stamp_msg(stamp_ns)))
+        self.clock_pub.publish(Clock(clock=to_time(stamp_ns)))
 
     def report_bad_frame(self, error: FrameError) -> None:
         self.bad_frames += 1

@@ -23,12 +23,12 @@ from std_msgs.msg import Bool
 from spec_vlm_control import topics
 from spec_vlm_control.action import ActionLimits
 from spec_vlm_control.control.backends import Backend, TwistBackend
-from spec_vlm_control.control.controller import (Controller, ControllerConfig, Incident, Level,
-                                                 VerifiedChunk)
+from spec_vlm_control.control.controller import Controller, ControllerConfig, Incident, Level
 from spec_vlm_control.control.motion import MotionLimits
 from spec_vlm_control.msg import PlanStatus, VerifiedTokens
 from spec_vlm_control.nodes.common import (LATCHED_QOS, PROTOCOL_QOS, SENSOR_QOS, ConfigError,
                                            OneOf, Range, declare_parameters, spin)
+from spec_vlm_control.nodes.convert import from_ros, to_ros
 
 # name -> (default, description, allowed values); config/controller.yaml lists the same keys.
 PARAMETERS = {
@@ -145,10 +145,8 @@ class ControllerNode(Node):
     # -- inputs: convert, hand to the core, publish what it reports -----------------------
 
     def on_tokens(self, msg: VerifiedTokens) -> None:
-        stamp = msg.header.stamp
-        chunk = VerifiedChunk(msg.request_id, msg.seq, msg.text_delta, msg.final, stamp.sec,
-                              stamp.nanosec, self.get_clock().now().nanoseconds)
-        if self.core.on_chunk(chunk, time.monotonic()):
+        if self.core.on_chunk(from_ros(msg), self.get_clock().now().nanoseconds,
+                              time.monotonic()):
             self.on_tick()
         else:
             self.flush()
@@ -173,8 +171,7 @@ class ControllerNode(Node):
 
     def flush(self) -> None:
         for event in self.core.events:
-            self.status_pub.publish(PlanStatus(request_id=event.request_id,
-                                               status=int(event.status), detail=event.detail))
+            self.status_pub.publish(to_ros(event))
         self.core.events.clear()
         for incident in self.core.incidents:
             self.report(incident)

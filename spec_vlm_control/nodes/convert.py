@@ -2,8 +2,8 @@
 
 The dataclasses in core/protocol.py and core/metrics.py carry the same field names as
 msg/*.msg, so conversion is generic. The only differences are ROS-shaped: a request's image
-travels as sensor_msgs/CompressedImage, and a capture time (`stamp`, seconds) as
-std_msgs/Header.stamp.
+travels as sensor_msgs/CompressedImage, and a capture time (`stamp_ns`, integer nanoseconds)
+as std_msgs/Header.stamp. This is the one place where a stamp changes representation.
 """
 from __future__ import annotations
 
@@ -19,19 +19,23 @@ CORE_TYPES = {cls.__name__: cls for cls in (
     protocol.Verdict, protocol.CommittedTokens, protocol.Cancel, protocol.DecodeError,
     protocol.VerifiedTokens, protocol.PlanStatus, metrics.RequestStats)}
 
-
-def stamp_to_time(stamp: float) -> Time:
-    sec = int(stamp)
-    return Time(sec=sec, nanosec=int(round((stamp - sec) * 1e9)) % 1_000_000_000)
-
-
-def time_to_stamp(t: Time) -> float:
-    return t.sec + t.nanosec * 1e-9
+NS_PER_S = 1_000_000_000
+MALFORMED_STAMP_NS = -1   # what a stamp with nanosec >= 1 s becomes: never a capture time
 
 
 def stamp_ns(t: Time) -> int:
-    """A header stamp as integer nanoseconds (negative when `sec` is)."""
-    return t.sec * 1_000_000_000 + t.nanosec
+    """A header stamp (or rosgraph_msgs/Clock) as integer nanoseconds: negative when `sec`
+    is, MALFORMED_STAMP_NS when `nanosec` is not below one second (a sender's bug that must
+    not pass for a valid time)."""
+    if not 0 <= t.nanosec < NS_PER_S:
+        return MALFORMED_STAMP_NS
+    return t.sec * NS_PER_S + t.nanosec
+
+
+def to_time(stamp_ns: int) -> Time:
+    """Integer nanoseconds as a header stamp (nanosec always in [0, 1 s))."""
+    sec, nanosec = divmod(stamp_ns, NS_PER_S)
+    return Time(sec=sec, nanosec=nanosec)
 
 
 def to_ros(obj):
@@ -39,8 +43,8 @@ def to_ros(obj):
     msg = getattr(ros, type(obj).__name__)()
     for f in dataclasses.fields(obj):
         value = getattr(obj, f.name)
-        if f.name == "stamp":
-            msg.header.stamp = stamp_to_time(value)
+        if f.name == "stamp_ns":
+            msg.header.stamp = to_time(value)
         elif f.name == "image_data":
             msg.image.data = bytes(value)
         elif f.name == "image_format":
@@ -57,8 +61,8 @@ def from_ros(msg):
     cls = CORE_TYPES[type(msg).__name__]
     values = {}
     for f in dataclasses.fields(cls):
-        if f.name == "stamp":
-            values[f.name] = time_to_stamp(msg.header.stamp)
+        if f.name == "stamp_ns":
+            values[f.name] = stamp_ns(msg.header.stamp)
         elif f.name == "image_data":
             values[f.name] = bytes(msg.image.data)
         elif f.name == "image_format":

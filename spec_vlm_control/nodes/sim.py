@@ -18,7 +18,7 @@ from __future__ import annotations
 import math
 import time
 
-from geometry_msgs.msg import Twist as TwistMsg
+from geometry_msgs.msg import Twist
 from nav_msgs.msg import Odometry
 from rclpy.node import Node
 from sensor_msgs.msg import Range as RangeMsg
@@ -28,7 +28,7 @@ from spec_vlm_control import topics
 from spec_vlm_control.nodes.common import (LATCHED_QOS, SENSOR_QOS, Range, declare_parameters,
                                            spin)
 from spec_vlm_control.sim.scenes import SceneSampler
-from spec_vlm_control.sim.world import Twist
+from spec_vlm_control.sim.world import BodyVelocity
 
 POSITIVE = Range(0.0, low_open=True)
 
@@ -50,7 +50,7 @@ class SimNode(Node):
         self.p = declare_parameters(self, PARAMETERS)
         self._load(self.p["sim_seed"])
         self.bad_cmds = 0
-        self.create_subscription(TwistMsg, topics.CMD_VEL, self._on_cmd, 10)
+        self.create_subscription(Twist, topics.CMD_VEL, self._on_cmd, 10)
         self.create_subscription(UInt32, topics.SIM_SCENE, lambda m: self._load(m.data),
                                  LATCHED_QOS)
         self.odom_pub = self.create_publisher(Odometry, topics.ODOM, 10)
@@ -64,11 +64,11 @@ class SimNode(Node):
         the old scene is dropped: it was meant for another room."""
         scene = SceneSampler(seed=seed).sample()
         self.world, self.seed = scene.world, seed
-        self.cmd, self.cmd_at = Twist(), 0.0
+        self.cmd, self.cmd_at = BodyVelocity(), 0.0
         self.get_logger().info(f"scene {seed}: {len(self.world.objects)} objects; its task: "
                                f"{scene.task.instruction!r}")
 
-    def _on_cmd(self, msg: TwistMsg) -> None:
+    def _on_cmd(self, msg: Twist) -> None:
         values = (msg.linear.x, msg.linear.y, msg.angular.z)
         if not all(math.isfinite(v) and abs(v) <= self.p["cmd_limit"] for v in values):
             self.bad_cmds += 1
@@ -76,12 +76,12 @@ class SimNode(Node):
                                       f"cmd_limit {self.p['cmd_limit']:g} ({self.bad_cmds} so "
                                       "far)", throttle_duration_sec=1.0)
             return
-        self.cmd, self.cmd_at = Twist(*values), time.monotonic()
+        self.cmd, self.cmd_at = BodyVelocity(*values), time.monotonic()
 
     def _step(self) -> None:
         now = time.monotonic()
         fresh = now - self.cmd_at <= self.p["cmd_timeout_s"]
-        pose = self.world.step(self.cmd if fresh else Twist(), now - self.last)
+        pose = self.world.step(self.cmd if fresh else BodyVelocity(), now - self.last)
         self.last = now
         stamp = self.get_clock().now().to_msg()
         odom = Odometry()
@@ -89,9 +89,9 @@ class SimNode(Node):
         odom.pose.pose.position.x, odom.pose.pose.position.y = pose.x, pose.y
         odom.pose.pose.orientation.z = math.sin(pose.yaw / 2)
         odom.pose.pose.orientation.w = math.cos(pose.yaw / 2)
-        twist = self.world.twist
-        odom.twist.twist.linear.x, odom.twist.twist.linear.y = twist.vx, twist.vy
-        odom.twist.twist.angular.z = twist.vyaw
+        velocity = self.world.velocity
+        odom.twist.twist.linear.x, odom.twist.twist.linear.y = velocity.vx, velocity.vy
+        odom.twist.twist.angular.z = velocity.vyaw
         self.odom_pub.publish(odom)
         reading = RangeMsg(radiation_type=RangeMsg.INFRARED, field_of_view=0.05, min_range=0.0,
                         max_range=self.p["range_max_m"],

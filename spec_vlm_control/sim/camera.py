@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..camera.frame import Frame
 from .world import COLOURS, World
 
 WALL_HEIGHT = 1.5
@@ -21,13 +22,6 @@ _CEILING = np.array([235, 235, 240.0])
 _OBSTACLE = np.array([110, 90, 70.0])
 _LIGHT = np.array([0.4, 0.3, 0.86]) / np.linalg.norm([0.4, 0.3, 0.86])
 NO_OBJECT = -1
-
-
-@dataclass(frozen=True)
-class Frame:
-    rgb: np.ndarray         # (H, W, 3) uint8
-    object_index: np.ndarray  # (H, W) int16: index into world.objects, NO_OBJECT elsewhere
-    depth: np.ndarray       # (H, W) float32, metres along the ray
 
 
 @dataclass(frozen=True)
@@ -48,6 +42,8 @@ class EgoCamera:
         return math.atan2(self.width / 2 - u, self.focal())
 
     def render(self, world: World) -> Frame:
+        """The view from the robot's pose with its ground truth, not stamped: a source that
+        captures it stamps it (camera/simulated.py)."""
         s = self.supersample
         W, H = self.width * s, self.height * s
         f = self.focal(s)
@@ -83,8 +79,9 @@ class EgoCamera:
 
         fog = 1.0 / (1.0 + 0.08 * np.minimum(depth, 20.0))[..., None]
         rgb = np.clip(rgb * (0.55 + 0.45 * fog), 0, 255)
-        return Frame(_pool(rgb, s).round().astype(np.uint8), _mode(index, s, len(world.objects)),
-                     _pool(depth[..., None], s)[..., 0].astype(np.float32))
+        return Frame(0, rgb=_pool(rgb, s).round().astype(np.uint8),
+                     object_index=_mode(index, s, len(world.objects)),
+                     depth=_pool(depth[..., None], s)[..., 0].astype(np.float32))
 
     def _room(self, o, d, world: World, paint) -> None:
         with np.errstate(divide="ignore", invalid="ignore"):

@@ -9,17 +9,17 @@ from __future__ import annotations
 import math
 
 from ..action.grammar import Step
-from .world import Twist, World
+from .world import BodyVelocity, World
 
 WALK_MPS = 0.5
 TURN_RADPS = 1.0
 _MOTION = {
-    "forward": lambda v: (Twist(vx=WALK_MPS), v / WALK_MPS),
-    "back": lambda v: (Twist(vx=-WALK_MPS), v / WALK_MPS),
-    "left": lambda v: (Twist(vy=WALK_MPS), v / WALK_MPS),
-    "right": lambda v: (Twist(vy=-WALK_MPS), v / WALK_MPS),
-    "turn_left": lambda v: (Twist(vyaw=TURN_RADPS), math.radians(v) / TURN_RADPS),
-    "turn_right": lambda v: (Twist(vyaw=-TURN_RADPS), math.radians(v) / TURN_RADPS),
+    "forward": lambda v: (BodyVelocity(vx=WALK_MPS), v / WALK_MPS),
+    "back": lambda v: (BodyVelocity(vx=-WALK_MPS), v / WALK_MPS),
+    "left": lambda v: (BodyVelocity(vy=WALK_MPS), v / WALK_MPS),
+    "right": lambda v: (BodyVelocity(vy=-WALK_MPS), v / WALK_MPS),
+    "turn_left": lambda v: (BodyVelocity(vyaw=TURN_RADPS), math.radians(v) / TURN_RADPS),
+    "turn_right": lambda v: (BodyVelocity(vyaw=-TURN_RADPS), math.radians(v) / TURN_RADPS),
 }
 
 
@@ -33,4 +33,4 @@ def run_plan(world: World, steps: list[Step], rate_hz: float = 20.0) -> None:
             dt = min(1.0 / rate_hz, duration)
             world.step(cmd, dt)
             duration -= dt
-    world.step(Twist(), 0.0)
+    world.step(BodyVelocity(), 0.0)

@@ -11,7 +11,8 @@ import math
 import random
 from dataclasses import dataclass, field
 
-from .camera import EgoCamera, Frame
+from ..camera.frame import Frame
+from .camera import EgoCamera
 from .expert import AIM_M
 from .tasks import Task
 from .world import COLOURS, KINDS, Obstacle, Pose, SceneObject, World, wrap_angle

@@ -34,7 +34,7 @@ class Pose:
 
 
 @dataclass(frozen=True)
-class Twist:
+class BodyVelocity:
     """Velocity command in the robot frame: m/s, m/s, rad/s."""
     vx: float = 0.0
     vy: float = 0.0
@@ -49,10 +49,10 @@ class SpeedLimits:
     vy: float = 0.6
     vyaw: float = 2.0
 
-    def clamp(self, cmd: Twist) -> Twist:
-        return Twist(min(max(cmd.vx, -self.vx_backward), self.vx_forward),
-                     min(max(cmd.vy, -self.vy), self.vy),
-                     min(max(cmd.vyaw, -self.vyaw), self.vyaw))
+    def clamp(self, cmd: BodyVelocity) -> BodyVelocity:
+        return BodyVelocity(min(max(cmd.vx, -self.vx_backward), self.vx_forward),
+                            min(max(cmd.vy, -self.vy), self.vy),
+                            min(max(cmd.vyaw, -self.vyaw), self.vyaw))
 
 
 @dataclass(frozen=True)
@@ -99,14 +99,6 @@ class Obstacle:
         return _box_distance(x, y, self.x0, self.y0, self.x1, self.y1)
 
 
-@dataclass(frozen=True)
-class Odometry:
-    """What the robot's own state estimator reports: pose, body-frame twist, time."""
-    pose: Pose
-    twist: Twist
-    stamp: float
-
-
 @dataclass
 class World:
     width: float = 6.0
@@ -117,7 +109,7 @@ class World:
     limits: SpeedLimits = field(default_factory=SpeedLimits)
     robot_radius: float = 0.1
     time: float = 0.0
-    twist: Twist = field(default_factory=Twist)
+    velocity: BodyVelocity = field(default_factory=BodyVelocity)   # the last command, clamped
 
     def clearance(self, x: float, y: float) -> float:
         """Free distance from a point to the nearest wall, obstacle or object surface."""
@@ -129,7 +121,7 @@ class World:
     def is_free(self, x: float, y: float) -> bool:
         return self.clearance(x, y) >= self.robot_radius
 
-    def step(self, cmd: Twist, dt: float, substeps: int = 4) -> Pose:
+    def step(self, cmd: BodyVelocity, dt: float, substeps: int = 4) -> Pose:
         """Integrate a velocity command for dt seconds; motion stops at contact."""
         cmd = self.limits.clamp(cmd)
         h = dt / substeps
@@ -141,11 +133,8 @@ class World:
             if not self.is_free(nx, ny):
                 nx, ny = p.x, p.y
             p = Pose(nx, ny, wrap_angle(p.yaw + cmd.vyaw * h))
-        self.pose, self.twist, self.time = p, cmd, self.time + dt
+        self.pose, self.velocity, self.time = p, cmd, self.time + dt
         return p
-
-    def odometry(self) -> Odometry:
-        return Odometry(self.pose, self.twist, self.time)
 
     def range_ahead(self, max_range: float = 5.0) -> float:
         """Distance from the robot centre to the first surface straight ahead (a range sensor)."""

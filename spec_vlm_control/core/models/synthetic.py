@@ -1,5 +1,6 @@
-"""Tiny Llama-family models built in code, and drafts whose agreement with a target is set
-on purpose, for tests and benchmarks.
+"""Synthetic models for `spec-vlm bench` and the regime predictions of `spec-vlm plan`:
+tiny Llama-family models built in code, and drafts whose agreement with a target is set on
+purpose (tests use them too).
 
 A random tiny draft almost never agrees with a random tiny target, so a losslessness test
 built only on it would exercise the rejection path and nothing else. `MixtureDraft` wraps a
@@ -96,53 +97,3 @@ class MixtureDraft(DecoderAdapter):
             return int(row.argmax())
         index = position - self.prompt_length
         return self.reference[index] if 0 <= index < len(self.reference) else None
-
-
-class MemoTarget(DecoderAdapter):
-    """A target's logits for one prompt, memoised per generated prefix.
-
-    Drafts of controlled agreement need the target's own choice at every prefix they draft
-    from; in a test matrix the same prefixes recur across blocks, modes and block sizes.
-    A miss runs the target once over the whole prefix (through its adapter, so vision
-    inputs work too) and remembers every prefix of it. Caches are token lists.
-    """
-
-    def __init__(self, target: DecoderAdapter, prompt: Prompt):
-        self.target = target
-        self.prompt_ids = prompt.input_ids[0].tolist()
-        self.state = target.prefill(prompt)
-        self.base_length = self.state.cache_length
-        self.memo: dict[tuple, torch.Tensor] = {}
-        for name in ("num_layers", "hidden_size", "vocab_size", "eos_token_ids", "dtype",
-                     "device", "norm", "lm_head"):
-            setattr(self, name, getattr(target, name))
-
-    def fingerprint(self) -> str:
-        return self.target.fingerprint()
-
-    def logits_after(self, generated: tuple) -> torch.Tensor:
-        if generated not in self.memo:
-            rows = self.target.extend(self.state, list(generated))
-            self.target.crop(self.state, self.base_length, self.prompt_ids[-1])
-            for i in range(len(generated) + 1):
-                self.memo[generated[:i]] = rows[i]
-        return self.memo[generated]
-
-    def prefill(self, prompt: Prompt) -> SequenceState:
-        if prompt.input_ids[0].tolist() != self.prompt_ids:
-            raise ValueError("MemoTarget serves the prompt it was built for")
-        return SequenceState(cache=[], cache_length=self.base_length,
-                             pending=self.prompt_ids[-1])
-
-    def extend(self, state: SequenceState, tokens: list[int],
-               on_layer: Optional[OnLayer] = None) -> torch.Tensor:
-        fed = [state.pending, *tokens]
-        before = state.cache                       # tokens from the prompt's last one on
-        state.cache = before + fed
-        state.cache_length += len(fed)
-        return torch.stack([self.logits_after(tuple((before + fed[: i + 1])[1:]))
-                            for i in range(len(fed))])
-
-    def crop(self, state: SequenceState, cache_length: int, pending: int) -> None:
-        state.cache = state.cache[: cache_length - self.base_length]
-        state.cache_length, state.pending = cache_length, int(pending)

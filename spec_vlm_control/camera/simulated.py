@@ -8,7 +8,7 @@ from __future__ import annotations
 from typing import Callable, Iterator
 
 from ..sim.camera import EgoCamera
-from ..sim.world import Twist, World
+from ..sim.world import BodyVelocity, World
 from .frame import Frame
 
 
@@ -18,8 +18,8 @@ class SimSource:
         self.world, self.camera, self.now_ns = world, camera, now_ns
 
     def grab(self) -> Frame:
-        stamp = self.now_ns()
-        return Frame(stamp, rgb=self.camera.render(self.world()).rgb)
+        stamp_ns = self.now_ns()
+        return self.camera.render(self.world()).with_stamp(stamp_ns)
 
     def close(self) -> None:
         pass
@@ -31,5 +31,5 @@ def turning_frames(world: World, camera: EgoCamera, n: int, rate_hz: float,
     every frame differs, for recorded-camera fixtures and replay tests."""
     dt = 1.0 / rate_hz
     for i in range(n):
-        yield Frame(start_ns + round(i * dt * 1e9), rgb=camera.render(world).rgb)
-        world.step(Twist(vyaw=yaw_rate), dt)
+        yield camera.render(world).with_stamp(start_ns + round(i * dt * 1e9))
+        world.step(BodyVelocity(vyaw=yaw_rate), dt)
