@@ -13,7 +13,7 @@ from transformers import LlamaConfig, LlamaForCausalLM, Qwen2Config, Qwen2ForCau
 from spec_vlm_control.core.exit_head import ExitHead
 from spec_vlm_control.core.models.base import Prompt
 from spec_vlm_control.core.models.causal_lm import CausalLMAdapter
-from spec_vlm_control.core.models.tiny import tiny_llama
+from spec_vlm_control.core.models.synthetic import tiny_llama
 from spec_vlm_control.core.prefix import FNV_OFFSET, CommittedPrefix, prefix_hash
 from spec_vlm_control.core.sequence import Sequence
 

@@ -13,7 +13,7 @@ from spec_vlm_control.core.decode import decode
 from spec_vlm_control.core.edge import EdgeConfig
 from spec_vlm_control.core.models.base import Prompt
 from spec_vlm_control.core.models.causal_lm import CausalLMAdapter
-from spec_vlm_control.core.models.tiny import MixtureDraft, random_prompt
+from spec_vlm_control.core.models.synthetic import MixtureDraft, random_prompt
 from spec_vlm_control.core.protocol import MODES, DecodingParams
 
 WINDOW = 5

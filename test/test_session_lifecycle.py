@@ -22,7 +22,7 @@ from spec_vlm_control.core.decode import build, decode, run_requests
 from spec_vlm_control.core.edge import EdgeConfig
 from spec_vlm_control.core.link import LinkEmulator
 from spec_vlm_control.core.models.base import DecoderAdapter
-from spec_vlm_control.core.models.tiny import MixtureDraft
+from spec_vlm_control.core.models.synthetic import MixtureDraft
 from spec_vlm_control.core.prefix import prefix_hash
 from spec_vlm_control.core.protocol import (MODES, PROTOCOL_VERSION, Cancel, CommittedTokens,
                                             DecodeError, DecodeRequest, DecodingParams,

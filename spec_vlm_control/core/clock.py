@@ -19,17 +19,20 @@ class RealClock:
 
 
 class MeasuredClock:
-    """Virtual time that advances with the wall time of the work done since `start`."""
+    """Virtual time that advances with the wall time of the work done since `start`, or with
+    another `timer`: time.process_time counts this process's CPU time only, so the other
+    processes of a busy shared machine do not stretch it."""
 
-    def __init__(self) -> None:
+    def __init__(self, timer=time.perf_counter) -> None:
+        self.timer = timer
         self.t0 = 0.0
-        self.r0 = time.perf_counter()
+        self.r0 = timer()
 
     def start(self, t: float) -> None:
-        self.t0, self.r0 = t, time.perf_counter()
+        self.t0, self.r0 = t, self.timer()
 
     def now(self) -> float:
-        return self.t0 + time.perf_counter() - self.r0
+        return self.t0 + self.timer() - self.r0
 
 
 class ManualClock:
@@ -79,6 +82,30 @@ class CostedAdapter:
 
         logits = self.adapter.extend(state, tokens, charged)
         return logits
+
+    def begin(self, prompt):
+        state = self.adapter.begin(prompt)
+        if state.unfed is None:                     # it prefilled at once
+            self.clock.advance(self._charge(int(prompt.input_ids.shape[1])))
+        return state
+
+    def feed_prompt(self, state, positions):
+        self.clock.advance(self._charge(min(positions, len(state.unfed))))
+        self.adapter.feed_prompt(state, positions)
+
+    def extend_batch(self, states, tokens, on_layer=None):
+        """A batched pass costs one pass plus every row's positions (padding is free)."""
+        step = self._charge(sum(len(row) + 1 for row in tokens)) / self.adapter.num_layers
+        charged = set()
+
+        def charge(row, layer, hidden):
+            if layer not in charged:
+                charged.add(layer)
+                self.clock.advance(step)
+            if on_layer is not None:
+                on_layer(row, layer, hidden)
+
+        return self.adapter.extend_batch(states, tokens, charge)
 
     def crop(self, state, cache_length, pending):
         self.adapter.crop(state, cache_length, pending)

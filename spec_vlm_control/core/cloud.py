@@ -10,8 +10,12 @@ waits (pipelined blocks may overtake their predecessors).
 What a session verifies next is its mode's (core/cloud_modes.py): edge-led sessions verify
 the block naming the committed prefix; cloud-led sessions never wait for the edge: with
 nothing worth verifying queued, the cloud decodes one token itself, commits it and streams
-it. The verifier is the scheduler: it picks a session (round robin), runs the target pass
-its policy asks for, then commits and answers the outcome.
+it. The verifier is the scheduler: each unit of work gathers what every session's policy asks
+for and runs it as one batched target pass (core/target_pass.py), then commits and answers
+each session's outcome; a prompt prefill runs alone, a chunk of at most pass_token_budget
+positions per pass, so a long prompt does not stall the others (`_choose`). One session per
+pass (max_batch_sessions = 1) is the same code. A pass that raises (not a process fault) is
+re-run one session at a time and only the session that raises fails (INTERNAL).
 
 Session lifecycle. A session opens on its request (if the robot stays within its share of
 sessions and its request rate), runs until its last token (completed: late blocks are still
@@ -31,6 +35,7 @@ from collections import OrderedDict
 from dataclasses import dataclass, replace
 from typing import Callable, Optional
 
+from .admission import Admission
 from .cloud_modes import Pass, cloud_policy
 from .models.base import DecoderAdapter, Prompt
 from .prefix import CommittedPrefix
@@ -42,7 +47,8 @@ from .sequence import Sequence
 from .verdict import Judgement, VerdictRule
 from .validation import (BadMessage, addressable, check_message, fault_reason,
                          is_process_fault)
-from .verifier import EarlyExitVerifier
+from .batch import PassLog
+from .target_pass import Row, TargetPass
 
 
 @dataclass
@@ -67,6 +73,12 @@ class CloudConfig:
     max_prompt_tokens: int = 4096    # instruction + image tokens, after the chat template
     tokenizer_hash: str = ""
     target_model_hash: str = ""
+    # per-pass scheduling (`CloudVerifier._choose`)
+    max_batch_sessions: int = 8      # sessions in one target pass (1 = one session per pass)
+    pass_token_budget: int = 256     # positions one pass computes (rows x longest row); a
+                                     # prompt prefill feeds at most this many per pass
+    max_wait_ms: float = 50.0        # work ready this long goes first; prefills yield to
+                                     # other work until then
 
 
 class RequestRate:
@@ -92,22 +104,23 @@ class RequestRate:
 
 
 class CloudSession:
-    def __init__(self, request: DecodeRequest, verifier: EarlyExitVerifier, now: float,
-                 rule=VerdictRule):
+    def __init__(self, request: DecodeRequest, target_pass: TargetPass, now: float,
+                 rule=VerdictRule, admission: Optional[Admission] = None):
         self.request = request
         self.key = session_key(request)
         self.params: DecodingParams = request.params
-        self.policy = cloud_policy(self.params)       # the mode, chosen once
+        self.policy = cloud_policy(request, admission or Admission())   # the mode, chosen once
         self.rule = rule(self.params, RandomStream(self.params.seed, request.request_id))
         self.seq: Optional[Sequence] = None            # set by prefill, freed when finished
         self.committed = CommittedPrefix()
         self.blocks: list[DraftBlock] = []
         self.next_block: Optional[tuple[DraftBlock, int]] = None   # set by triage
         self.verdicts: dict[tuple, Verdict] = {}       # (length, hash, tokens) -> final verdict
-        self.candidates = verifier.new_candidates()
+        self.candidates = target_pass.new_candidates()
         self.finished = False
         self.gone = ""        # why it ended before its last token; "" = running or completed
         self.last_active = now
+        self.waiting_since: Optional[float] = None   # since when it has work ready
         self.counts = dict(passes=0, blocks_verified=0, stale=0, duplicates=0, catchups=0,
                            busy_s=0.0)
         self.busy: list[tuple[float, float]] = []     # (start, end) of its target passes
@@ -120,25 +133,30 @@ class CloudSession:
 class CloudVerifier:
     def __init__(self, target: DecoderAdapter, prompt_for: Callable[[DecodeRequest], Prompt],
                  clock, send: Callable = None, config: CloudConfig = CloudConfig(),
-                 verifier: Optional[EarlyExitVerifier] = None, rule=VerdictRule):
+                 target_pass: Optional[TargetPass] = None, rule=VerdictRule):
         self.target = target
         self.rule = rule
         self.prompt_for = prompt_for
         self.clock = clock
         self.send = send
         self.config = config
-        self.verifier = verifier or EarlyExitVerifier(target)
+        self.target_pass = target_pass or TargetPass(target)
+        self.log = PassLog()        # batch sizes, queue waits, busy time (diagnostics)
         self.sessions: dict[tuple[str, int], CloudSession] = {}
+        self.admission = Admission()   # pass costs and robots' acceptance, across sessions
         self.tombstones: OrderedDict[tuple[str, int], str] = OrderedDict()   # key -> why gone
         self.rate = RequestRate(config.max_requests_per_s, config.request_burst)
         self.epoch = new_epoch()
         self.unknown = 0
         self.refused = 0        # messages and requests answered BAD_REQUEST
         self.unaddressed = 0    # messages naming no robot or request to answer (dropped)
-        self._turn = 0
 
     # -- messages ---------------------------------------------------------------------------
     def receive(self, message) -> None:
+        self._receive(message)
+        self._stamp(self.clock.now())
+
+    def _receive(self, message) -> None:
         self.expire()
         if self._refused(message):
             return
@@ -219,10 +237,11 @@ class CloudVerifier:
         if len(active) >= cfg.max_sessions or cached >= cfg.max_cached_tokens:
             return self._error(request, DecodeError.CODE_OVERLOADED,
                                f"{len(active)} sessions, {cached} cached tokens")
-        self.sessions[key] = CloudSession(request, self.verifier, self.clock.now(), self.rule)
+        self.sessions[key] = CloudSession(request, self.target_pass, self.clock.now(), self.rule,
+                                          self.admission)
 
     def cached_tokens(self) -> int:
-        return sum(s.seq.state.cache_length for s in self.sessions.values() if s.seq is not None)
+        return sum(s.seq.footprint for s in self.sessions.values() if s.seq is not None)
 
     def expire(self) -> None:
         """Drop sessions idle for session_ttl_s (telling a running one's edge) and finished
@@ -289,38 +308,90 @@ class CloudVerifier:
 
     def _ready(self, s: CloudSession) -> bool:
         """Whether s needs a pass: its prefill, or what its mode asks for."""
-        return not s.finished and (s.seq is None or s.policy.next_pass(s) is not None)
+        return not s.finished and (self._prefilling(s) or s.policy.next_pass(s) is not None)
+
+    @staticmethod
+    def _prefilling(s: CloudSession) -> bool:
+        return s.seq is None or s.seq.unfed > 0
+
+    def _stamp(self, now: float) -> None:
+        """Keep each session's `waiting_since`: when its ready work became ready."""
+        for s in self.sessions.values():
+            if not self._ready(s):
+                s.waiting_since = None
+            elif s.waiting_since is None:
+                s.waiting_since = now
 
     def work(self) -> None:
-        """Expire idle sessions, then one target pass for one session (round robin)."""
+        """Expire idle sessions, then one target pass over the work `_choose` picks."""
         self.expire()
-        sessions = list(self.sessions.values())
-        for i in range(len(sessions)):
-            s = sessions[(self._turn + i) % len(sessions)]
-            if self._ready(s):
-                self._turn = (self._turn + i + 1) % max(1, len(sessions))
-                start = self.clock.now()
-                if s.seq is None:
-                    self._prefill(s)
-                else:
-                    self._run(s, s.policy.next_pass(s))
-                end = self.clock.now()
+        start = self.clock.now()
+        chosen = self._choose(start)
+        if chosen:
+            waits = [start - s.waiting_since for s, _ in chosen]
+            if chosen[0][1] is None:
+                self._prefill(chosen[0][0])
+            else:
+                self._run(chosen)
+            end = self.clock.now()
+            self.log.record(start, end, waits,
+                            [(len(p.tokens) + 1) if p else 0 for _, p in chosen])
+            for (s, p), wait in zip(chosen, waits):
+                if p is not None:        # the longest a decoding session waited for a pass
+                    s.counts["max_wait_s"] = max(s.counts.get("max_wait_s", 0.0), wait)
                 s.counts["busy_s"] += end - start
                 s.busy.append((start, end))
-                return
+                s.waiting_since = None
+        self._stamp(self.clock.now())
+
+    def _choose(self, now: float) -> list[tuple[CloudSession, Optional[Pass]]]:
+        """The work of the next pass, oldest-waiting first: work ready for max_wait_ms or
+        longer, then the other sessions' passes, then prefills (a new robot's prompt waits
+        for the others' verification at most max_wait_ms). A prefill runs alone (Pass None);
+        otherwise up to max_batch_sessions passes whose rows x longest row stay within
+        pass_token_budget join the oldest (which runs even beyond the budget). A session's
+        wait restarts after each of its passes, so every ready session is served in turn."""
+        due = now - self.config.max_wait_ms / 1000.0
+        ready = [s for s in self.sessions.values() if self._ready(s)]
+        for s in ready:
+            if s.waiting_since is None:
+                s.waiting_since = now
+        ready.sort(key=lambda s: (0 if s.waiting_since <= due else 1 + self._prefilling(s),
+                                  s.waiting_since))
+        if not ready or self._prefilling(ready[0]):
+            return [(ready[0], None)] if ready else []
+        chosen: list[tuple[CloudSession, Optional[Pass]]] = []
+        width = fed = 0
+        for s in ready:
+            if len(chosen) == self.config.max_batch_sessions:
+                break
+            if self._prefilling(s):
+                continue
+            p = s.policy.next_pass(s, fed + 1)
+            wider = max(width, len(p.tokens) + 1)
+            if chosen and wider * (len(chosen) + 1) > self.config.pass_token_budget:
+                continue
+            chosen.append((s, p))
+            width, fed = wider, fed + len(p.tokens) + 1
+        return chosen
 
     def _prefill(self, s: CloudSession) -> None:
-        """Build the prompt and fill the cache. Whatever the request's content makes fail
-        here (an undecodable image, the template, a prompt beyond max_prompt_tokens) ends
-        that request with BAD_REQUEST; a process fault (out of memory, CUDA) propagates."""
+        """Build the prompt and feed its next chunk into the cache. Whatever the request's
+        content makes fail here (an undecodable image, the template, a prompt beyond
+        max_prompt_tokens) ends that request with BAD_REQUEST; a process fault (out of
+        memory, CUDA) propagates."""
         try:
-            prompt = self.prompt_for(s.request)
-            length = int(prompt.input_ids.shape[1])
-            if length > self.config.max_prompt_tokens:
-                raise BadMessage(f"prompt of {length} tokens > max_prompt_tokens "
-                                 f"{self.config.max_prompt_tokens}")
-            if self._fits(s, length):
-                s.seq = Sequence(self.target, prompt)
+            if s.seq is None:
+                prompt = self.prompt_for(s.request)
+                length = int(prompt.input_ids.shape[1])
+                if length > self.config.max_prompt_tokens:
+                    raise BadMessage(f"prompt of {length} tokens > max_prompt_tokens "
+                                     f"{self.config.max_prompt_tokens}")
+                if not self._fits(s, length):
+                    return
+                s.seq = Sequence(self.target, prompt, chunked=True)
+            if s.seq.unfed:
+                s.seq.feed_prompt(self.config.pass_token_budget)
         except Exception as exc:
             if is_process_fault(exc):
                 raise
@@ -328,29 +399,58 @@ class CloudVerifier:
             self._error(s.request, DecodeError.CODE_BAD_REQUEST, fault_reason(exc))
             self._finish(s, "refused")
 
-    def _run(self, s: CloudSession, p: Pass) -> None:
-        """One target pass: p's tokens after the committed prefix, then commit the final
-        verdict and answer it (a block's early verdicts go out during the pass)."""
-        if not self._fits(s, len(p.tokens) + 1):
+    def _run(self, chosen: list[tuple[CloudSession, Pass]]) -> None:
+        """One batched target pass: each session's pass tokens after its committed prefix,
+        then per session commit the final verdict and answer it (a block's early verdicts
+        go out during the pass, as soon as its exit layer is done)."""
+        runs = []
+        growth = 0
+        for s, p in chosen:
+            if not self._fits(s, len(p.tokens) + 1, growth):
+                continue
+            growth += len(p.tokens) + 1
+            if p.block is not None:
+                s.blocks.remove(p.block)
+            runs.append((s, p, Row(s.seq, p.tokens, s.rule, len(s.committed),
+                                   self._draft_probs(s, p), self._early_sender(s, p),
+                                   s.candidates if p.block is not None else None, s.room)))
+        if not runs:
             return
-        block = p.block
-        if block is not None:
-            s.blocks.remove(block)
         t0 = self.clock.now()
-        final = self.verifier.verify(s.seq, p.tokens, s.rule, len(s.committed),
-                                     self._draft_probs(s, p), self._early_sender(s, p),
-                                     s.candidates if block is not None else None, room=s.room)
-        s.policy.passed(p, final, self.clock.now() - t0)
-        s.counts["passes"] += 1
-        self._commit(s, final.committed(p.tokens))
-        if block is None:
-            return
-        s.counts["blocks_verified"] += 1
-        verdict = Verdict(**self._header(block), stage=Verdict.STAGE_FINAL,
-                          exit_layer=self.target.num_layers, accepted=p.covered + final.accepted,
-                          next_token=final.next_token, finished=s.finished)
-        s.verdicts[(block.assumed_length, block.assumed_hash, tuple(block.tokens))] = verdict
-        self.send(verdict)
+        finals = self._pass(runs)
+        seconds = self.clock.now() - t0
+        self.admission.costs.record(growth, seconds)
+        for (s, p, _), final in zip(runs, finals):
+            if final is None or s.finished:       # it failed, or ended during the pass
+                continue
+            s.policy.passed(p, final, seconds)
+            s.counts["passes"] += 1
+            self._commit(s, final.committed(p.tokens))
+            block = p.block
+            if block is None:
+                continue
+            s.counts["blocks_verified"] += 1
+            verdict = Verdict(**self._header(block), stage=Verdict.STAGE_FINAL,
+                              exit_layer=self.target.num_layers,
+                              accepted=p.covered + final.accepted,
+                              next_token=final.next_token, finished=s.finished)
+            s.verdicts[(block.assumed_length, block.assumed_hash, tuple(block.tokens))] = verdict
+            self.send(verdict)
+
+    def _pass(self, runs: list) -> list[Optional[Judgement]]:
+        """The rows' final verdicts from one pass. If it raises (not a process fault), no
+        sequence has changed: its sessions are re-run one at a time and the one that raises
+        ends with INTERNAL (None in its place); no other session notices."""
+        try:
+            return self.target_pass.run([row for _, _, row in runs])
+        except Exception as exc:
+            if is_process_fault(exc):
+                raise
+            if len(runs) > 1:
+                return [final for run in runs for final in self._pass([run])]
+            self._error(runs[0][0].request, DecodeError.CODE_INTERNAL, fault_reason(exc))
+            self._finish(runs[0][0], "failed")
+            return [None]
 
     def _draft_probs(self, s: CloudSession, p: Pass):
         """Sampling: the draft's q rows of p's tokens (dense), which the verdict rule needs."""
@@ -362,13 +462,15 @@ class CloudVerifier:
 
     def _early_sender(self, s: CloudSession, p: Pass) -> Optional[Callable]:
         """A block's exit heads run in every mode; only modes that use early verdicts get
-        them sent."""
+        them sent, each once (a pass re-run alone after its batch failed repeats them)."""
         if p.block is None:
             return None
         header = self._header(p.block)
+        sent: set[int] = set()
 
         def on_early(layer: int, j: Judgement) -> None:
-            if s.params.early_verdicts:
+            if s.params.early_verdicts and layer not in sent and not s.finished:
+                sent.add(layer)
                 self.send(Verdict(**header, stage=Verdict.STAGE_EARLY, exit_layer=layer,
                                   accepted=p.covered + j.accepted, next_token=j.next_token,
                                   confidence=j.confidence))
@@ -391,10 +493,11 @@ class CloudVerifier:
                                       list(tokens), s.committed.hash(), s.finished, self.epoch))
         self._triage(s)
 
-    def _fits(self, s: CloudSession, positions: int) -> bool:
-        """Whether s may grow its cache by `positions` within max_cached_tokens; the session
-        that would cross the bound ends OVERLOADED (no other session's cache is touched)."""
-        cached, bound = self.cached_tokens(), self.config.max_cached_tokens
+    def _fits(self, s: CloudSession, positions: int, growth: int = 0) -> bool:
+        """Whether s may grow its cache by `positions` within max_cached_tokens, after the
+        `growth` of the sessions already in this pass; the session that would cross the
+        bound ends OVERLOADED (no other session's cache is touched)."""
+        cached, bound = self.cached_tokens() + growth, self.config.max_cached_tokens
         if cached + positions <= bound:
             return True
         self._error(s.request, DecodeError.CODE_OVERLOADED,

@@ -171,7 +171,7 @@ def load(folder: str | Path, dtype: torch.dtype = torch.float32,
 
 def load_exit_adapters(folder: str | Path, target: DecoderAdapter) -> dict[int, nn.Linear]:
     """The adapters in `folder`, checked against `target` (hidden size, exit layers, tokenizer)
-    and cast to its dtype and device, ready for EarlyExitVerifier.with_layers."""
+    and cast to its dtype and device, ready for TargetPass.with_layers."""
     adapters, config = load(folder, target.dtype, target.device)
     trained_for = config.get("fingerprint")
     if trained_for and target.fingerprint() and trained_for != target.fingerprint():

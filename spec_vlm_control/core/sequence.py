@@ -3,7 +3,9 @@
 Both sides keep one: the cloud's follows the committed prefix, the edge's follows whatever
 it is drafting from. `tokens` are the generated tokens the model has seen, the last of them
 pending (base.py's invariant). Moving to another prefix rolls the cache back to the common
-part and feeds only what differs, so a rejected draft costs nothing but the crop.
+part and feeds only what differs, so a rejected draft costs nothing but the crop. The cloud
+may open one `chunked`: its prompt then enters the cache a chunk per pass (`feed_prompt`)
+and the sequence takes generated tokens once `unfed` is 0.
 """
 from __future__ import annotations
 
@@ -11,7 +13,7 @@ from typing import Optional
 
 import torch
 
-from .models.base import DecoderAdapter, OnLayer, Prompt
+from .models.base import DecoderAdapter, OnLayer, Prompt, RowOnLayer
 
 
 def common_length(a: list[int], b: list[int]) -> int:
@@ -24,17 +26,37 @@ def common_length(a: list[int], b: list[int]) -> int:
 
 
 class Sequence:
-    def __init__(self, model: DecoderAdapter, prompt: Prompt):
+    def __init__(self, model: DecoderAdapter, prompt: Prompt, chunked: bool = False):
         self.model = model
-        self.state = model.prefill(prompt)
+        self.state = model.begin(prompt) if chunked else model.prefill(prompt)
         self.prompt_last = self.state.pending
-        self.base_length = self.state.cache_length    # cache length with no generated token
+        self.base_length = self.state.cache_length + self.unfed   # with no generated token
         self.tokens: list[int] = []
+
+    @property
+    def unfed(self) -> int:
+        """Prompt positions not in the cache yet."""
+        return 0 if self.state.unfed is None else len(self.state.unfed)
+
+    @property
+    def footprint(self) -> int:
+        """Positions the cache holds, or will once the prompt is in."""
+        return self.state.cache_length + self.unfed
+
+    def feed_prompt(self, positions: int) -> None:
+        self.model.feed_prompt(self.state, positions)
 
     def feed(self, extra: list[int], on_layer: Optional[OnLayer] = None) -> torch.Tensor:
         """Logits after each of tokens[-1] + extra (len(extra)+1 rows). The caller then
         `settle`s on what it keeps; until then the cache also holds the fed tokens."""
         return self.model.extend(self.state, list(extra), on_layer)
+
+    @staticmethod
+    def feed_batch(seqs: list["Sequence"], extras: list[list[int]],
+                   on_layer: Optional[RowOnLayer] = None) -> list[torch.Tensor]:
+        """`feed` of several sequences of one model in one pass (row b = seqs[b])."""
+        return seqs[0].model.extend_batch([s.state for s in seqs], [list(e) for e in extras],
+                                          on_layer)
 
     def settle(self, tokens: list[int]) -> None:
         """Make `tokens` the generated stream. Its last token becomes pending and the cache

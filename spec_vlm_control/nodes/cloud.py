@@ -6,7 +6,8 @@ number and cached tokens (a request beyond the bound gets an OVERLOADED error).
 
 Subscribes  spec_vlm/request, spec_vlm/draft, spec_vlm/cancel (protocol QoS)
 Publishes   spec_vlm/verdict (early and final), spec_vlm/committed, spec_vlm/error,
-            /diagnostics
+            /diagnostics (sessions, refusals, and over the last second the batched
+            passes' mean batch_size, queue_wait_p99_ms, busy_fraction, padding_fraction)
 
 Faults. Request-level: anything a message can cause (a field out of range, a block beyond
 max_block_tokens, token ids outside the vocabulary, an undecodable or oversized image, a
@@ -19,6 +20,7 @@ supervisor's respawn take over; a bad parameter exits 1 at startup with one line
 from __future__ import annotations
 
 import os
+import time
 
 import torch
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
@@ -26,14 +28,14 @@ from rclpy.node import Node
 from std_msgs.msg import Header
 
 import spec_vlm_control.msg as ros
-from spec_vlm_control import topics
+from spec_vlm_control import hops, topics
 from spec_vlm_control.core.clock import RealClock
 from spec_vlm_control.core.cloud import CloudConfig, CloudVerifier
 from spec_vlm_control.core.models.loading import DTYPES, load_model
 from spec_vlm_control.core.prompts import request_prompt
 from spec_vlm_control.core.protocol import DecodeRequest
 from spec_vlm_control.core.realtime import ActorThread
-from spec_vlm_control.core.verifier import EarlyExitVerifier
+from spec_vlm_control.core.target_pass import TargetPass
 from spec_vlm_control.nodes.common import (PROTOCOL_QOS, ConfigError, OneOf, Range,
                                            declare_parameters, spin)
 from spec_vlm_control.nodes.convert import from_ros, to_ros
@@ -74,8 +76,16 @@ PARAMETERS = {
                                   "declares them (checked before decoding)", Range(1)),
     "max_prompt_tokens": (4096, "tokens of a request's prompt (instruction, image, template) "
                                 "at most", Range(1)),
+    "max_batch_sessions": (8, "sessions verified in one batched target pass at most (1 = one "
+                              "session per pass)", Range(1, 4096)),
+    "pass_token_budget": (256, "positions one target pass computes (sessions x longest row; "
+                               "the oldest work runs even beyond it); a prompt prefill feeds "
+                               "at most this many per pass", Range(1, 1_000_000)),
+    "max_wait_ms": (50.0, "work ready this long goes first; a new prompt's prefill yields to "
+                          "the other sessions' passes until then", Range(0.0, 60000.0)),
 }
 ADMISSION = ("max_sessions_per_robot", "max_requests_per_s", "request_burst")
+SCHEDULING = ("max_batch_sessions", "pass_token_budget", "max_wait_ms")
 LIMITS = ("max_block_tokens", "max_new_tokens", "max_instruction_chars", "max_image_bytes",
           "max_image_pixels", "max_prompt_tokens")
 
@@ -101,8 +111,8 @@ class CloudNode(Node):
         if p["exit_adapters"]:
             from spec_vlm_control.core.exit_training import load_exit_adapters
             adapters = load_exit_adapters(p["exit_adapters"], target)
-        verifier = EarlyExitVerifier.with_layers(target, layers, adapters,
-                                                 p["candidate_top"] or None)
+        target_pass = TargetPass.with_layers(target, layers, adapters,
+                                             p["candidate_top"] or None)
         self.system_prompt = p["system_prompt"] or None
         self.verifier = CloudVerifier(
             target, self._prompt_for, RealClock(), send=self._send,
@@ -111,9 +121,14 @@ class CloudNode(Node):
                                session_ttl_s=p["session_ttl_s"],
                                **{name: p[name] for name in LIMITS},
                                **{name: p[name] for name in ADMISSION},
+                               **{name: p[name] for name in SCHEDULING},
                                tokenizer_hash=self.model.fingerprint,
                                target_model_hash=p["target_model_hash"]),
-            verifier=verifier)
+            target_pass=target_pass)
+        self.hops = hops.open_log("cloud")          # off unless SPEC_VLM_HOPS is set
+        if self.hops.enabled:
+            self._pass_start_ns = self._free_ns = self._end_ns = 0
+            self.verifier.work = self._timed(self.verifier.work)
         self.runner = ActorThread(self.verifier, "cloud verifier", on_error=self._on_error,
                                   max_inbox=p["max_inbox"])
         self.publishers_by_type = {name: self.create_publisher(getattr(ros, name), topic,
@@ -121,7 +136,7 @@ class CloudNode(Node):
                                    for name, topic in OUTGOING.items()}
         for topic, type_name in topics.UPLINK.items():
             self.create_subscription(getattr(ros, type_name), topic,
-                                     lambda msg: self.runner.deliver(from_ros(msg)), PROTOCOL_QOS)
+                                     self._on_edge, PROTOCOL_QOS)
         self.diag_pub = self.create_publisher(DiagnosticArray, topics.DIAGNOSTICS, 10)
         self.create_timer(1.0, self._publish_diagnostics)
         self.runner.start()
@@ -131,8 +146,27 @@ class CloudNode(Node):
     def _prompt_for(self, request: DecodeRequest):
         return request_prompt(self.model.prompts, request, self.system_prompt)
 
+    def _on_edge(self, msg) -> None:
+        self.hops.record("receive", msg)
+        self.runner.deliver(from_ros(msg))
+
+    def _timed(self, work):
+        """The verifier's unit of work, timed for the final verdicts it sends (hop timeline
+        only): it starts their pass, and the worker was free since the previous one ended."""
+        def timed_work() -> None:
+            self._free_ns, self._pass_start_ns = self._end_ns, time.monotonic_ns()
+            work()
+            self._end_ns = time.monotonic_ns()
+        return timed_work
+
     def _send(self, message) -> None:
-        self.publishers_by_type[type(message).__name__].publish(to_ros(message))
+        if self.hops.enabled and hops.kind_of(message) == "final":
+            self.hops.record("free", message, self._free_ns)
+            self.hops.record("pass_start", message, self._pass_start_ns)
+            self.hops.record("pass_end", message)
+        msg = to_ros(message)
+        self.hops.record("send", message)
+        self.publishers_by_type[type(message).__name__].publish(msg)
 
     def _on_error(self, exc: BaseException) -> None:
         """A broken verifier must not leave robots waiting on a live-looking node: exit, so
@@ -151,7 +185,9 @@ class CloudNode(Node):
                     KeyValue(key="refused_messages", value=str(self.verifier.refused)),
                     KeyValue(key="dropped_messages", value=str(self.runner.dropped)),
                     KeyValue(key="target_passes",
-                             value=str(sum(s.counts["passes"] for s in sessions)))])
+                             value=str(sum(s.counts["passes"] for s in sessions))),
+                    *(KeyValue(key=key, value=f"{value:.3g}") for key, value in
+                      self.verifier.log.summary(self.verifier.clock.now(), 1.0).items())])
         if not self.runner.running:
             status.level, status.message = DiagnosticStatus.ERROR, "verifier thread stopped"
         self.diag_pub.publish(DiagnosticArray(header=Header(stamp=self.get_clock().now().to_msg()),

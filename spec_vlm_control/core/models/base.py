@@ -5,9 +5,14 @@ always holds every token but the last one fed (``pending``), so that verifying a
 and decoding one token are the same operation: ``extend(state, pending + draft)``. The cache
 can be cropped back exactly, which is how a rejected draft is rolled back.
 
-Layer-by-layer execution (``extend`` with ``on_layer``) is what the early-exit verifier
-needs: after each decoder layer the adapter hands the hidden states to a callback, which may
-run an exit head on them and send an early verdict while later layers are still running.
+Layer-by-layer execution (``extend`` with ``on_layer``) is what the target pass needs:
+after each decoder layer the adapter hands the hidden states to a callback, which may run an
+exit head on them and send an early verdict while later layers are still running.
+
+The cloud feeds many sequences in one pass (``extend_batch``; core/models/decoder.py says how
+the transformers adapters batch them) and may feed a long prompt in chunks (``begin`` then
+``feed_prompt``). Adapters that cannot batch (lookup tables, scripted stand-ins) inherit
+defaults that run the rows one by one and prefill at once.
 """
 from __future__ import annotations
 
@@ -35,11 +40,17 @@ class SequenceState:
     cache_length: int                             # tokens held by the cache
     pending: int                                  # last fed token id, not yet in the cache
     extra: dict = field(default_factory=dict)     # adapter state (e.g. Qwen2-VL rope delta)
+    unfed: Any = None                             # prompt positions not fed yet (chunked
+                                                  # prefill, len() of them); None once fed
 
 
 OnLayer = Callable[[int, torch.Tensor], None]
 """Called as on_layer(layer_index, hidden) after decoder layer `layer_index` (0-based),
 hidden of shape (n, hidden_size) for the n positions just fed."""
+
+RowOnLayer = Callable[[int, int, torch.Tensor], None]
+"""Batched passes: on_layer(row, layer_index, hidden) for each row of the batch after each
+layer, hidden of shape (n_row, hidden_size) for that row's positions (no padding)."""
 
 
 def crop_cache(cache: Any, length: int) -> None:
@@ -82,6 +93,24 @@ class DecoderAdapter(ABC):
         `crop` once it knows what was committed (e.g. accepted n of k drafts plus a next
         token t: crop(state, old_cache_length + 1 + n, pending=t))."""
 
+    def extend_batch(self, states: list[SequenceState], tokens: list[list[int]],
+                     on_layer: Optional[RowOnLayer] = None) -> list[torch.Tensor]:
+        """`extend` of several sequences in one pass: row b feeds [states[b].pending] +
+        tokens[b] and gets its logits. This default runs the rows one by one; adapters that
+        batch override it (and make `extend` the batch of one)."""
+        return [self.extend(state, row, None if on_layer is None
+                            else (lambda layer, hidden, b=b: on_layer(b, layer, hidden)))
+                for b, (state, row) in enumerate(zip(states, tokens))]
+
+    def begin(self, prompt: Prompt) -> SequenceState:
+        """Like `prefill`, but the cache may not hold the prompt yet: `state.unfed` then says
+        what `feed_prompt` still has to feed. This default prefills at once."""
+        return self.prefill(prompt)
+
+    def feed_prompt(self, state: SequenceState, positions: int) -> None:
+        """Feed up to `positions` more of the prompt (only while `state.unfed`)."""
+        raise NotImplementedError
+
     @abstractmethod
     def crop(self, state: SequenceState, cache_length: int, pending: int) -> None:
         """Roll the cache back to `cache_length` tokens and set the pending token."""
@@ -91,5 +120,5 @@ class DecoderAdapter(ABC):
         return self.lm_head(self.norm(hidden))
 
     def fingerprint(self) -> str:
-        """Hash of the tokenizer vocabulary, for the handshake (see core/handshake.py)."""
+        """Hash of the tokenizer vocabulary, for the handshake (see core/models/tokenizer.py)."""
         raise NotImplementedError

@@ -5,17 +5,16 @@ what `model(...)` returns.
 """
 from __future__ import annotations
 
-from typing import Optional
-
 import torch
-from .base import DecoderAdapter, OnLayer, Prompt, SequenceState, crop_cache
-from .decoder import full_cache, run_decoder
+
+from .base import SequenceState
+from .decoder import Feed, LayeredAdapter, Positions, text_positions
 
 
-class CausalLMAdapter(DecoderAdapter):
+class CausalLMAdapter(LayeredAdapter):
     def __init__(self, model, eos_token_ids=(), tokenizer_hash: str = ""):
         self.model = model.eval()
-        self.body = model.model
+        self.body = self.text_model = model.model
         config = model.config
         self.config = config
         self.num_layers = config.num_hidden_layers
@@ -33,28 +32,8 @@ class CausalLMAdapter(DecoderAdapter):
     def fingerprint(self) -> str:
         return self.tokenizer_hash
 
-    @torch.inference_mode()
-    def _run(self, cache, start: int, ids: list[int], on_layer: Optional[OnLayer]) -> torch.Tensor:
-        input_ids = torch.tensor([ids], dtype=torch.long, device=self.device)
-        position_ids = torch.arange(start, start + len(ids), device=self.device).unsqueeze(0)
-        h = run_decoder(self.body, self.body.embed_tokens(input_ids),
-                        (position_ids, position_ids), cache, on_layer)
-        return self.head(h[0])
+    def prompt_feed(self, ids: torch.Tensor, vision: dict) -> tuple[Feed, dict]:
+        return Feed(self.body.embed_tokens(ids), *text_positions(0, ids.shape[1], self.device)), {}
 
-    def prefill(self, prompt: Prompt) -> SequenceState:
-        ids = prompt.input_ids[0].tolist()
-        cache = full_cache()
-        if len(ids) > 1:
-            self._run(cache, 0, ids[:-1], None)
-        return SequenceState(cache=cache, cache_length=len(ids) - 1, pending=ids[-1])
-
-    def extend(self, state: SequenceState, tokens: list[int],
-               on_layer: Optional[OnLayer] = None) -> torch.Tensor:
-        logits = self._run(state.cache, state.cache_length, [state.pending, *tokens], on_layer)
-        state.cache_length += len(tokens) + 1
-        return logits
-
-    def crop(self, state: SequenceState, cache_length: int, pending: int) -> None:
-        crop_cache(state.cache, cache_length)
-        state.cache_length = cache_length
-        state.pending = int(pending)
+    def step_positions(self, state: SequenceState, n: int) -> Positions:
+        return text_positions(state.cache_length, n, self.device)

@@ -8,7 +8,7 @@ from __future__ import annotations
 import torch
 
 from .base import SequenceState
-from .decoder import Positions
+from .decoder import Positions, text_positions
 from .vision_language import VisionLanguageAdapter
 
 
@@ -16,13 +16,10 @@ class LlavaAdapter(VisionLanguageAdapter):
     """Wraps a LlavaForConditionalGeneration."""
 
     def prompt_positions(self, ids: torch.Tensor, vision: dict) -> tuple[Positions, dict]:
-        positions = torch.arange(ids.shape[1], device=self.device).unsqueeze(0)
-        return (positions, positions), {}
+        return text_positions(0, ids.shape[1], self.device), {}
 
     def step_positions(self, state: SequenceState, n: int) -> Positions:
-        start = state.cache_length
-        positions = torch.arange(start, start + n, device=self.device).unsqueeze(0)
-        return positions, positions
+        return text_positions(state.cache_length, n, self.device)
 
     def image_features(self, vision: dict) -> torch.Tensor:
         config = self.model.config

@@ -3,27 +3,27 @@ time exactly as its own forward runs it, with the image placed once at prefill.
 
 VLM families differ only in how the image becomes features and how positions are given
 (Qwen2-VL: 3-D M-RoPE positions for the rotary embedding and none for the layers; LLaVA's
-Llama: the same 1-D positions for both). A family adapter says those two things; prefill,
-extend, crop and the layer loop with its hook for the early exits are here.
+Llama: the same 1-D positions for both). A family adapter says those two things; the prompt's
+embeddings with the image placed are here, prefill, extend, crop and the batched layer loop
+with its hook for the early exits in decoder.py.
 """
 from __future__ import annotations
 
 from abc import abstractmethod
-from typing import Optional
 
 import torch
 
-from .base import DecoderAdapter, OnLayer, Prompt, SequenceState, crop_cache
-from .decoder import Positions, full_cache, run_decoder
+from .decoder import Feed, LayeredAdapter, Positions
 
-class VisionLanguageAdapter(DecoderAdapter):
+
+class VisionLanguageAdapter(LayeredAdapter):
     """A `*ForConditionalGeneration` VLM whose `.model` holds the vision side and
     `.model.language_model` the decoder; `.lm_head` on top."""
 
     def __init__(self, model, eos_token_ids=(), tokenizer_hash: str = ""):
         self.model = model.eval()
         self.vlm = model.model
-        self.lm = model.model.language_model
+        self.lm = self.text_model = model.model.language_model
         self.lm_head = model.lm_head
         self.norm = self.lm.norm
         self.tokenizer_hash = tokenizer_hash
@@ -41,46 +41,17 @@ class VisionLanguageAdapter(DecoderAdapter):
         """Positions of all prompt tokens, and the state a sequence keeps to place later ones."""
 
     @abstractmethod
-    def step_positions(self, state: SequenceState, n: int) -> Positions:
-        """Positions of n tokens fed after the cache."""
-
-    @abstractmethod
     def image_features(self, vision: dict) -> torch.Tensor:
         """One row per image placeholder token, in prompt order."""
 
-    @torch.no_grad()
-    def prefill(self, prompt: Prompt) -> SequenceState:
-        ids = prompt.input_ids.to(self.device)
+    def prompt_feed(self, ids: torch.Tensor, vision: dict) -> tuple[Feed, dict]:
         if ids[0, -1].item() == self.image_token_id:
             raise ValueError("a prompt must end with text, not with an image token")
-        (rope, layer), extra = self.prompt_positions(ids, prompt.vision)
-        state = SequenceState(cache=full_cache(), cache_length=0,
-                              pending=int(ids[0, -1]), extra=extra)
-        body = ids[:, :-1]
-        if body.shape[1] == 0:
-            return state
-        hidden = self.lm.embed_tokens(body)
-        if "pixel_values" in prompt.vision:
-            hidden = place_features(body, hidden, self.image_features(prompt.vision),
-                                    self.image_token_id)
-        run_decoder(self.lm, hidden, (rope[..., :-1], None if layer is None else layer[..., :-1]),
-                    state.cache)
-        state.cache_length = body.shape[1]
-        return state
-
-    @torch.no_grad()
-    def extend(self, state: SequenceState, tokens: list[int],
-               on_layer: Optional[OnLayer] = None) -> torch.Tensor:
-        ids = torch.tensor([[state.pending, *tokens]], device=self.device)
-        positions = self.step_positions(state, ids.shape[1])
-        hidden = run_decoder(self.lm, self.lm.embed_tokens(ids), positions, state.cache, on_layer)
-        state.cache_length += ids.shape[1]
-        return self.head(hidden[0])
-
-    def crop(self, state: SequenceState, cache_length: int, pending: int) -> None:
-        crop_cache(state.cache, cache_length)
-        state.cache_length = cache_length
-        state.pending = int(pending)
+        (rope, layer), extra = self.prompt_positions(ids, vision)
+        hidden = self.lm.embed_tokens(ids)
+        if "pixel_values" in vision:
+            hidden = place_features(ids, hidden, self.image_features(vision), self.image_token_id)
+        return Feed(hidden, rope, layer), extra
 
     def fingerprint(self) -> str:
         return self.tokenizer_hash
