@@ -2,14 +2,16 @@
 decoding, on the link emulator, with a draft that always agrees and one that never does.
 
 Both sides run in virtual time (core/decode.py), one thread, the link adding its latency.
-`--clock calibrated` (default) first measures what a target pass (per position) and a draft
-step cost on this machine (median of the faster half of many runs, so a busy shared machine
-disturbs it little), then charges exactly those costs: repeatable figures from real costs.
+`--clock calibrated` (default) measures what a target pass (per position) and a draft step
+cost on this machine (median of the faster half of many interleaved runs, so a busy shared
+machine disturbs it little), then charges exactly those costs: repeatable figures from real
+costs. Each of the --repeats (at least 5) calibrates again, interleaved with the runs, and
+every ratio to streaming is reported as its median and its min-max over them.
 `--clock measured` charges each unit of work its own wall time instead (noisy when the
 machine is shared). The target is a Llama built in code, sized so a pass costs several times
 a draft step; the drafts run a small model and propose the target's own answer (always) or
 never. The models really run either way: every output is checked against the target's
-greedy answer. Medians over repeats.
+greedy answer.
 """
 from __future__ import annotations
 
@@ -31,7 +33,8 @@ def configure(parser) -> None:
                         help="round trip of the link")
     parser.add_argument("--tokens", type=count(), default=48, help="tokens per request")
     parser.add_argument("-k", "--block-size", type=count(), default=4)
-    parser.add_argument("--repeats", type=count(), default=3)
+    parser.add_argument("--repeats", type=count(5), default=5,
+                        help="calibrations (--clock calibrated) or runs per case (measured)")
     parser.add_argument("--clock", choices=("calibrated", "measured"), default="calibrated")
     parser.add_argument("--target", type=_size, default="256x6", help="target hidden x layers")
     parser.add_argument("--draft", type=_size, default="64x2", help="draft hidden x layers")
@@ -63,7 +66,7 @@ def _size(text: str) -> tuple[int, int]:
 
 def _models(args):
     import torch
-    from ..core.models.tiny import random_prompt, tiny_llama
+    from ..core.models.synthetic import random_prompt, tiny_llama
     th, tl = args.target
     dh, dl = args.draft
     target = tiny_llama(seed=1, vocab=args.vocab, hidden=th, layers=tl, heads=8,
@@ -93,30 +96,30 @@ def _fast_median(times: list[float]) -> float:
 
 
 def calibrate(models, k: int, repeats: int = 20):
-    """Costs of this machine: target pass = a + b * positions, draft step = c."""
+    """Costs of this machine: target pass = a + b * positions, draft step = c. The three
+    passes are timed in turn, so a drift in the machine's load hits all alike."""
     from ..core.decode import Costs
     from ..core.sequence import Sequence
     target, draft, prompt, _ = models
-
-    def timed(model, block):
-        seq = Sequence(model, prompt)
-        times = []
-        for _ in range(repeats):
+    kinds = {"one": (target, []), "many": (target, list(range(2, k + 2))), "draft": (draft, [])}
+    seqs = {name: Sequence(model, prompt) for name, (model, _) in kinds.items()}
+    times: dict[str, list[float]] = {name: [] for name in kinds}
+    for _ in range(repeats):
+        for name, (_, block) in kinds.items():
             t0 = time.perf_counter()
-            seq.feed(block)
-            times.append(time.perf_counter() - t0)
-            seq.settle([])
-        return _fast_median(times)
-    one, many = timed(target, []), timed(target, list(range(2, k + 2)))
+            seqs[name].feed(block)
+            times[name].append(time.perf_counter() - t0)
+            seqs[name].settle([])
+    one, many = _fast_median(times["one"]), _fast_median(times["many"])
     per_token = max(0.0, (many - one) / k)
     return Costs(target_pass=one - per_token, target_token=per_token,
-                 draft_pass=timed(draft, []), draft_token=0.0)
+                 draft_pass=_fast_median(times["draft"]), draft_token=0.0)
 
 
 def run_case(mode, agreement, models, args, costs=None, exit_adapters=None):
     from ..core.decode import decode, mode_setup
     from ..core.link import LinkEmulator
-    from ..core.models.tiny import MixtureDraft
+    from ..core.models.synthetic import MixtureDraft
     target, draft_model, prompt, answer = models
     draft = MixtureDraft(draft_model, agreement, seed=3, reference=answer,
                          prompt_length=prompt.input_ids.shape[1])
@@ -140,14 +143,14 @@ def exit_overhead(adapter, layer: int, k: int, repeats: int, candidate_top=None,
     from ..core.protocol import DecodingParams
     from ..core.sampling import RandomStream
     from ..core.sequence import Sequence
+    from ..core.target_pass import TargetPass
     from ..core.verdict import VerdictRule
-    from ..core.verifier import EarlyExitVerifier
     g = torch.Generator().manual_seed(0)
     prompt = Prompt(torch.randint(0, adapter.vocab_size, (1, prompt_length), generator=g))
     block = torch.randint(0, adapter.vocab_size, (k,), generator=g).tolist()
     rule = VerdictRule(DecodingParams(), RandomStream(0, 0))
     seq = Sequence(adapter, prompt)
-    variants = {name: EarlyExitVerifier.with_layers(adapter, layers, candidate_top=top)
+    variants = {name: TargetPass.with_layers(adapter, layers, candidate_top=top)
                 for name, layers, top in (("none", [], None), ("full_vocab", [layer], None),
                                           ("candidates", [layer], candidate_top or 64))}
     candidates = {name: v.new_candidates() for name, v in variants.items()}
@@ -211,35 +214,47 @@ def train_exit(models, layer: int, args):
     return adapters, {"before": before, "after": after}
 
 
-def compare_modes(args, models, costs, exit_adapters=None) -> list[dict]:
+def compare_modes(args, models, calibrated: bool, exit_adapters=None) -> tuple[list, list]:
+    """Every case once per repeat, each repeat under its own calibration (or measured): the
+    rows (medians over repeats; each ratio to streaming of the same repeat with its min and
+    max) and the costs of each repeat."""
     from tqdm import tqdm
     cases = list(_cases(args))
-    rows = []
+    runs: dict[tuple, list] = {case: [] for case in cases}
+    all_costs = []
     with tqdm(total=len(cases) * args.repeats, desc="bench", unit="request") as bar:
-        for mode, agreement in cases:
-            stats = []
-            for _ in range(args.repeats):
-                stats.append(run_case(mode, agreement, models, args, costs, exit_adapters))
+        for _ in range(args.repeats):
+            costs = calibrate(models, args.block_size) if calibrated else None
+            all_costs.append(costs)
+            for mode, agreement in cases:
+                runs[mode, agreement].append(run_case(mode, agreement, models, args, costs,
+                                                      exit_adapters))
                 bar.update()
-            med = lambda f: statistics.median(getattr(s, f) for s in stats)  # noqa: E731
-            rows.append(dict(mode=mode, agreement=agreement,
-                             time_per_token_s=statistics.median(s.time_per_token_s for s in stats),
-                             total_s=med("total_s"), ttft_s=med("time_to_first_token_s"),
-                             target_passes_per_token=med("target_passes_per_token"),
-                             mean_accepted=med("mean_accepted_per_round"),
-                             early_hit_rate=med("early_hit_rate"),
-                             draft_s=med("draft_s"), verify_s=med("verify_s"),
-                             link_s=med("link_s"), idle_s=med("idle_s")))
-    return rows
+    stream = runs["stream", 1.0]
+    rows = []
+    for (mode, agreement), stats in runs.items():
+        med = lambda f: statistics.median(getattr(s, f) for s in stats)  # noqa: E731
+        ratios = [s.time_per_token_s / b.time_per_token_s for s, b in zip(stats, stream)]
+        rows.append(dict(mode=mode, agreement=agreement,
+                         time_per_token_s=med("time_per_token_s"),
+                         vs_stream=statistics.median(ratios), vs_stream_min=min(ratios),
+                         vs_stream_max=max(ratios),
+                         total_s=med("total_s"), ttft_s=med("time_to_first_token_s"),
+                         target_passes_per_token=med("target_passes_per_token"),
+                         mean_accepted=med("mean_accepted_per_round"),
+                         early_hit_rate=med("early_hit_rate"),
+                         draft_s=med("draft_s"), verify_s=med("verify_s"),
+                         link_s=med("link_s"), idle_s=med("idle_s")))
+    return rows, all_costs
 
 
 def print_table(rows: list[dict]) -> None:
-    stream = next(r["time_per_token_s"] for r in rows if r["mode"] == "stream")
-    print(f"\n{'mode':12s} {'draft':6s} {'ms/token':>9s} {'vs stream':>9s} {'passes/tok':>10s} "
-          f"{'accepted':>8s} {'early hit':>9s}")
+    print(f"\n{'mode':12s} {'draft':6s} {'ms/token':>9s} {'vs stream (min-max)':>20s} "
+          f"{'passes/tok':>10s} {'accepted':>8s} {'early hit':>9s}")
     for r in rows:
+        spread = f"{r['vs_stream']:.2f} ({r['vs_stream_min']:.2f}-{r['vs_stream_max']:.2f})"
         print(f"{r['mode']:12s} {_draft_label(r):6s} "
-              f"{1000 * r['time_per_token_s']:9.2f} {r['time_per_token_s'] / stream:9.2f} "
+              f"{1000 * r['time_per_token_s']:9.2f} {spread:>20s} "
               f"{r['target_passes_per_token']:10.2f} {r['mean_accepted']:8.2f} "
               f"{r['early_hit_rate']:9.2f}")
 
@@ -253,19 +268,18 @@ def run(args) -> int:
     models = _models(args)
     target = models[0]
     layer = args.exit_layer if args.exit_layer is not None else target.num_layers // 2 - 1
-    costs = None
+    costs: list = []
     rows: list[dict] = []
     if not args.overhead_only:
-        costs = calibrate(models, args.block_size) if args.clock == "calibrated" else None
-        if costs is not None:
-            print(f"calibrated: target pass {1000 * costs.target_pass:.2f} ms + "
-                  f"{1000 * costs.target_token:.2f} ms/position, draft step "
-                  f"{1000 * costs.draft_pass:.2f} ms")
         adapters, agreement = train_exit(models, layer, args) if args.exit_train_steps else (None, None)
         if agreement is not None:
             print(f"exit layer {layer} agreement with the last layer on the request: "
                   f"{agreement['before']:.2f} untrained, {agreement['after']:.2f} trained")
-        rows = compare_modes(args, models, costs, adapters)
+        rows, costs = compare_modes(args, models, args.clock == "calibrated", adapters)
+        for c in filter(None, costs):
+            print(f"calibrated: target pass {1000 * c.target_pass:.2f} ms + "
+                  f"{1000 * c.target_token:.2f} ms/position, draft step "
+                  f"{1000 * c.draft_pass:.2f} ms")
     overhead = {"tiny_target": exit_overhead(target, layer, args.block_size, 21)}
     if args.smollm2:
         print("loading", args.smollm2)
@@ -275,7 +289,8 @@ def run(args) -> int:
                                repeats=args.repeats, target="%dx%d" % args.target,
                                draft="%dx%d" % args.draft,
                                vocab=args.vocab, exit_layer=layer, threads=1,
-                               clock=args.clock, costs=vars(costs) if costs else None,
+                               clock=args.clock,
+                               costs=[vars(c) for c in costs if c is not None],
                                exit_train_steps=args.exit_train_steps),
                    rows=rows, exit_overhead=overhead)
     out = Path(args.out)

@@ -23,7 +23,7 @@ from .link import InstantLink
 from .metrics import RequestStats
 from .models.base import DecoderAdapter, Prompt
 from .protocol import DecodeRequest, DecodingParams, Handshake
-from .verifier import EarlyExitVerifier
+from .target_pass import TargetPass
 
 
 @dataclass
@@ -46,21 +46,23 @@ class Outcome:
 
 
 def run_request(edge: EdgeSession, cloud: CloudVerifier, uplink=None, downlink=None,
-                max_events: int = 1_000_000) -> Outcome:
-    return run_requests([edge], cloud, uplink, downlink, max_events)[0]
+                max_events: int = 1_000_000, start: float = 0.0) -> Outcome:
+    return run_requests([edge], cloud, uplink, downlink, max_events, start)[0]
 
 
 def run_requests(edges: list[EdgeSession], cloud: CloudVerifier, uplink=None, downlink=None,
-                 max_events: int = 1_000_000) -> list[Outcome]:
+                 max_events: int = 1_000_000, start: float = 0.0) -> list[Outcome]:
     """Run edge sessions (robots) against one cloud until every edge is done. All edges
-    share the uplink; cloud messages reach the edge they name."""
+    share the uplink; cloud messages reach the edge they name. The edges start at `start`
+    (a cloud serving request after request: its clock's now, so its time never runs
+    back)."""
     uplink = uplink or InstantLink()
     downlink = downlink or InstantLink()
     names = [f"edge{i}" for i in range(len(edges))]
     actors = dict(zip(names, edges), cloud=cloud)
     by_key = {(e.request.robot_id, e.request.request_id): n for n, e in zip(names, edges)}
     inbox = {name: [] for name in actors}
-    free = {name: 0.0 for name in actors}
+    free = {name: start for name in actors}
     order = itertools.count()
     in_flight: list[tuple[float, float]] = []
 
@@ -77,7 +79,7 @@ def run_requests(edges: list[EdgeSession], cloud: CloudVerifier, uplink=None, do
     cloud.send = poster(downlink, cloud.clock)
     for edge in edges:
         edge.send = poster(uplink, edge.clock, "cloud")
-        edge.clock.start(0.0)
+        edge.clock.start(start)
         edge.start()
     for name in names:
         free[name] = actors[name].clock.now()
@@ -158,10 +160,12 @@ def build(target: DecoderAdapter, draft: DecoderAdapter, prompt: Prompt,
           edge_config: EdgeConfig = EdgeConfig(), cloud_config: Optional[CloudConfig] = None,
           request_id: int = 1, robot_id: str = "go2", on_tokens=None,
           action_complete: Optional[Callable] = None, rule=None,
-          cloud: Optional[CloudVerifier] = None) -> tuple[EdgeSession, CloudVerifier]:
+          cloud: Optional[CloudVerifier] = None, instruction: str = "",
+          image_data: bytes = b"", image_format: str = "") -> tuple[EdgeSession, CloudVerifier]:
     """Both sides around a target/draft pair. costs=None measures real compute time
     (MeasuredClock); a Costs model makes runs exactly reproducible. Pass `cloud` to add
-    another edge session to an existing cloud."""
+    another edge session to an existing cloud (the request then carries `instruction` and
+    the image, for a cloud that builds each request's prompt itself)."""
     if costs is None:
         edge_clock = MeasuredClock()
         cloud_clock = cloud.clock if cloud else MeasuredClock()
@@ -172,12 +176,12 @@ def build(target: DecoderAdapter, draft: DecoderAdapter, prompt: Prompt,
     if cloud is None:
         if costs is not None:
             target = CostedAdapter(target, cloud_clock, costs.target_pass, costs.target_token)
-        verifier = EarlyExitVerifier.with_layers(target, exit_layers, exit_adapters,
-                                                 candidate_top)
+        target_pass = TargetPass.with_layers(target, exit_layers, exit_adapters, candidate_top)
         cloud_config = cloud_config or CloudConfig(tokenizer_hash=target.fingerprint())
         cloud = CloudVerifier(target, lambda request: prompt, cloud_clock, config=cloud_config,
-                              verifier=verifier, **({"rule": rule} if rule else {}))
-    request = DecodeRequest(robot_id, request_id, params=params,
+                              target_pass=target_pass, **({"rule": rule} if rule else {}))
+    request = DecodeRequest(robot_id, request_id, instruction, image_data, image_format,
+                            params=params,
                             handshake=Handshake(tokenizer_hash=draft.fingerprint()))
     edge = EdgeSession(draft, prompt, request, edge_clock, config=edge_config,
                        on_tokens=on_tokens, action_complete=action_complete)

@@ -172,29 +172,35 @@ class Pipelined(Plain):
 
 
 class DraftChain(Plain):
-    """cloud_led: the cloud decodes by itself and streams CommittedTokens; the edge keeps a draft chain
-    from the newest committed prefix it knows, ahead of where it estimates the cloud's
-    frontier to be (one round trip of tokens plus `lead_blocks` blocks), and sends it as one
-    block. Without `drafting` it only listens: cloud-only streaming."""
+    """cloud_led: the cloud decodes by itself and streams CommittedTokens; the edge keeps a
+    draft chain from the newest committed prefix it knows, ahead of where it estimates the
+    cloud's frontier to be (one round trip of tokens plus `lead_blocks` blocks). It drafts
+    one token per unit of work, so a commit that arrives meanwhile (the last one, above all)
+    waits at most one draft step, and sends only what the cloud has not seen: each block
+    carries the chain's new tokens after the part already sent, naming that part as its
+    prefix (the cloud holds it until its own commits reach that prefix, and drops it if they
+    contradict it). A lost block only loses what it proposed; on a resend the whole chain
+    beyond the known prefix goes out as one block, which also asks for a catch-up if commits
+    were lost. Without `drafting` it only listens: cloud-only streaming."""
 
     def __init__(self, lead_blocks: int, drafting: bool) -> None:
         self.lead_blocks = lead_blocks
         self.drafting = drafting
         self.chain: list[int] = []                     # verified + drafted tokens
         self.chain_rows: dict[int, Optional[tuple]] = {}  # position -> sparse q (sampling)
+        self.sent = 0                                  # chain[:sent] is known to the cloud
         self.counted_rounds: set[int] = set()          # final verdicts already counted
         self.token_interval: Optional[float] = None    # seconds per committed token
         self.round_trip: Optional[float] = None        # the shortest block-to-verdict time
         self.last_commit_at: Optional[float] = None
 
     def next_draft(self, s: EdgeSession) -> Optional[Draft]:
-        ahead = len(self.chain) - len(s.tokens)
-        if not self.drafting or ahead >= self.lead(s) \
-                or len(self.chain) >= s.params.max_new_tokens - 1:
+        ahead = self.chain[len(s.tokens):]
+        if not self.drafting or len(ahead) >= self.lead(s) \
+                or len(self.chain) >= s.params.max_new_tokens - 1 \
+                or any(t in s.draft.eos_token_ids for t in ahead):
             return None
-        count = min(max(1, s.params.block_size), s.params.max_new_tokens - 1 - len(self.chain),
-                    MAX_BLOCK_TOKENS - ahead)
-        return Draft(list(self.chain), count)
+        return Draft(list(self.chain), 1)
 
     def lead(self, s: EdgeSession) -> int:
         """Draft tokens to keep beyond the known prefix: the tokens the cloud commits during
@@ -204,24 +210,34 @@ class DraftChain(Plain):
         if self.token_interval and self.round_trip:
             lag = int(self.round_trip / max(self.token_interval, 1e-9))
         lead = lag + self.lead_blocks * max(1, s.params.block_size)
-        return min(lead, MAX_BLOCK_TOKENS)             # the chain is sent as one block
+        return min(lead, MAX_BLOCK_TOKENS)             # a resend is the chain as one block
 
     def drafted(self, s: EdgeSession, draft: Draft, tokens: list[int], rows: list,
                 guess: Optional[int]) -> None:
+        """Send when a block's worth is unsent, or the chain has reached its lead."""
         start = len(self.chain)
         self.chain += tokens
         for i, row in enumerate(rows):
             self.chain_rows[start + i] = row
-        self.send_chain(s)
+        unsent = len(self.chain) - max(self.sent, len(s.tokens))
+        if unsent >= max(1, s.params.block_size) or self.next_draft(s) is None:
+            self.send_new(s)
 
-    def send_chain(self, s: EdgeSession) -> None:
-        """The chain beyond the known prefix as one block; of the older blocks in flight only
-        the last two on the same prefix are kept (their verdicts are still counted)."""
-        known = s.tokens
-        rows = [self.chain_rows[i] for i in range(len(known), len(self.chain))]
-        block = Outstanding(s.message(known, self.chain[len(known):], rows), list(known))
-        s.inflight = [b for b in s.inflight if b.prefix == known][-2:]
-        s.send_block(block)
+    def send_new(self, s: EdgeSession) -> None:
+        """The chain's tokens the cloud has not seen, after the prefix it has."""
+        start = max(self.sent, len(s.tokens))
+        if start < len(self.chain):
+            self.send_from(s, start)
+
+    def send_from(self, s: EdgeSession, start: int) -> None:
+        """chain[start:] as one block; one from the known prefix supersedes those in flight
+        (their verdicts are still counted)."""
+        prefix = self.chain[:start]
+        rows = [self.chain_rows[i] for i in range(start, len(self.chain))]
+        if start == len(s.tokens):
+            s.inflight = []
+        self.sent = len(self.chain)
+        s.send_block(Outstanding(s.message(prefix, self.chain[start:], rows), prefix))
 
     def on_final(self, s: EdgeSession, v: Verdict, block: Optional[Outstanding]) -> None:
         """The commits themselves arrive as CommittedTokens; a verdict is only counted (once
@@ -249,10 +265,11 @@ class DraftChain(Plain):
         if not extends(self.chain, known):
             s.tally.wasted_draft_tokens += max(0, len(self.chain) - len(known))
             self.chain = list(known)
+            self.sent = len(known)
 
     def resend(self, s: EdgeSession) -> None:
         if s.seq is not None and self.drafting:
-            self.send_chain(s)                          # asks for a catch-up if commits were lost
+            self.send_from(s, len(s.tokens))           # asks for a catch-up if commits were lost
 
 
 def edge_policy(params: DecodingParams, config: EdgeConfig) -> Plain:
