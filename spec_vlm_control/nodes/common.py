@@ -10,6 +10,7 @@ parameter, the value and what is allowed (exit status 1), never with a traceback
 from __future__ import annotations
 
 import math
+import os
 import signal
 import sys
 from dataclasses import dataclass
@@ -113,6 +114,18 @@ def declare_parameters(node: Node, table: dict) -> dict:
     return values
 
 
+EXECUTOR_ENV = "SPEC_VLM_EXECUTOR"
+
+
+def make_executor(threads: int):
+    """rclpy's MultiThreadedExecutor, or its EventsExecutor (callbacks dispatched from C++,
+    one thread) when SPEC_VLM_EXECUTOR=events: `spec-vlm bench-link` compares the two."""
+    if os.environ.get(EXECUTOR_ENV, "multi") == "events":
+        from rclpy.experimental import EventsExecutor
+        return EventsExecutor()
+    return MultiThreadedExecutor(num_threads=threads)
+
+
 def spin(make_node: Callable[[], Node], args=None, threads: int = 2) -> int:
     """Run one node until Ctrl-C / SIGTERM / shutdown, then let it close cleanly (its
     `close()` may still publish, e.g. a final stop). A node that cannot be built from its
@@ -129,7 +142,7 @@ def spin(make_node: Callable[[], Node], args=None, threads: int = 2) -> int:
         print(f"{sys.argv[0].rsplit('/', 1)[-1]}: error: {exc}", file=sys.stderr, flush=True)
         rclpy.try_shutdown()
         return 1
-    executor = MultiThreadedExecutor(num_threads=threads)
+    executor = make_executor(threads)
     executor.add_node(node)
     try:
         # Waking up now and then lets Python run its SIGINT handler: a node with nothing
