@@ -26,6 +26,9 @@ RANGE = "range"                       # sensor_msgs/Range
 CMD_VEL = "cmd_vel"                   # geometry_msgs/Twist
 ODOM = "odom"                         # nav_msgs/Odometry
 SIM_SCENE = "sim/scene"               # std_msgs/UInt32 (latched): scene seed of the sim world
+EDGE_FRAME = "edge/frame"             # std_msgs/Header edge ->: stamp of the frame it decides on
+BASELINE_TOKENS = "baseline/verified_tokens"  # VerifiedTokens edge ->: the live baseline's
+BASELINE_STATS = "baseline/request_stats"     # RequestStats   answers (edge `live_baseline`)
 DIAGNOSTICS = "/diagnostics"          # diagnostic_msgs/DiagnosticArray
 
 PROTOCOL_DEPTH = 100                  # reliable, keep last 100: bounded, never blocks

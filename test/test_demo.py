@@ -103,6 +103,15 @@ def test_quick_demo_runs_the_graph_and_writes_a_consistent_record(tiny_pair, tmp
             assert replay["total_s"] > 0
         # A 25 ms link each way: one request per token pays at least a round trip a token.
         assert d["replays"]["per_token"]["total_s"] >= 0.05 * stats["tokens"]
+        # Live vs live: the edge's cloud-only streaming baseline, same frame, same answer.
+        baseline = d["baseline"]
+        assert baseline["ok"] and baseline["same_as_live"]
+        assert baseline["token_ids"] == d["token_ids"] and baseline["total_s"] > 0
+        assert d["frame_wait_s"] >= 0
+    summary = record["summary"]
+    assert summary["live_baseline_decisions"] == summary["live_baseline_same_answer"] \
+        == len(decisions)
+    assert "live vs live" in result.stdout
 
     messages = list(read_bag(out / "demo_bag"))
     seen = {m.topic for m in messages}

@@ -6,7 +6,7 @@ from dataclasses import replace
 import pytest
 from nav_msgs.msg import Odometry
 from sensor_msgs.msg import CompressedImage
-from std_msgs.msg import String, UInt32
+from std_msgs.msg import Header, String, UInt32
 
 import spec_vlm_control.msg as ros
 from spec_vlm_control import topics
@@ -28,14 +28,19 @@ class ExpertEdge:
         node.create_subscription(UInt32, topics.SIM_SCENE,
                                  lambda m: setattr(self, "seed", m.data), LATCHED_QOS)
         node.create_subscription(Odometry, topics.ODOM, lambda m: setattr(self, "odom", m), 10)
-        node.create_subscription(CompressedImage, topics.IMAGE,
-                                 lambda m: setattr(self, "frame", m), SENSOR_QOS)
+        node.create_subscription(CompressedImage, topics.IMAGE, self.keep, SENSOR_QOS)
+        self.frame_pub = node.create_publisher(Header, topics.EDGE_FRAME, SENSOR_QOS)
         node.create_subscription(String, topics.INSTRUCTION, self.answer, PROTOCOL_QOS)
         self.request_pub = node.create_publisher(ros.DecodeRequest, topics.REQUEST, PROTOCOL_QOS)
         self.tokens_pub = node.create_publisher(ros.VerifiedTokens, topics.VERIFIED_TOKENS,
                                                 PROTOCOL_QOS)
         self.stats_pub = node.create_publisher(ros.RequestStats, topics.REQUEST_STATS,
                                                PROTOCOL_QOS)
+
+    def keep(self, frame: CompressedImage) -> None:
+        """As the edge does: the frame it would decide on, and its stamp for the driver."""
+        self.frame = frame
+        self.frame_pub.publish(frame.header)
 
     def answer(self, instruction: String) -> None:
         self.request_id += 1

@@ -7,7 +7,9 @@ it is instructed, the plan the edge and cloud decode runs, the robot looks again
 re-instructed until the answer is `stop` (or after --max-decisions), and the task is judged
 against the simulator's ground truth. After the run every decision is decoded again by the
 target alone, one thread, in virtual time with measured costs (the live mode, cloud-only
-streaming, and one request per token) for a like-for-like comparison.
+streaming, and one request per token) for a like-for-like comparison. With the edge's
+`live_baseline` (config/demo.yaml) each decision is also decoded live by cloud-only
+streaming, in ABBA order, and both answers are checked token for token: live vs live.
 Writes demo.json, demo.png, the frames and an MCAP bag of the run into --out.
 The model pair is loaded and checked (pair.json, both models, exit layers) before any node
 starts: a broken pair exits 2 with one line, a graph that fails exits 1.
@@ -36,7 +38,8 @@ def configure(parser) -> None:
     parser.add_argument("--out", default="demo_output", help="output folder")
     parser.add_argument("--mode", default=None,
                         choices=("plain", "early_exit", "preemptive", "pipelined", "cloud_led"),
-                        help="the edge's decoding mode (default: config/demo.yaml's)")
+                        help="the edge's decoding mode (default: config/edge.yaml's, unless "
+                             "config/demo.yaml sets one)")
     parser.add_argument("-k", "--block-size", type=count(), default=None,
                         help="draft tokens per block (default: config/edge.yaml's)")
     parser.add_argument("--rtt-ms", type=number(float, 0.0), default=None,
@@ -100,6 +103,9 @@ def run(args) -> int:
           f"wall time {timing['total_s']:.0f} s (graph start {timing['start_s']:.0f} s, "
           f"tasks {timing['tasks_s']:.0f} s, graph stop {timing['stop_s']:.0f} s, replay "
           f"{timing['replay_s']:.0f} s)")
+    print(report.replayed(summary))
+    if settings.live_baseline:
+        print(report.live_vs_live(summary))
     print(f"wrote {out / 'demo.json'}, {out / 'demo.png'} and the bag {bag}")
     return 0
 
@@ -117,7 +123,7 @@ def _closed_loop(pair, settings, tasks: int, args, out: Path, bag: Path):
         print(f"starting the graph (robot and cloud domains, {settings.rtt_ms:g} ms round "
               f"trip); node logs in {out / 'logs'}")
         robot = graph.start(stack, pair, settings, pair.max_new_tokens, out / "logs")
-        driver = DemoDriver(robot.context, bag)
+        driver = DemoDriver(robot.context, bag, live_baseline=settings.live_baseline)
         stack.callback(driver.close)
         robot.add_node(driver)
         driver.wait_for_graph(30.0)
@@ -132,24 +138,30 @@ def _closed_loop(pair, settings, tasks: int, args, out: Path, bag: Path):
 
 
 def _replay(pair, loaded, results, settings) -> float:
-    """Decode every decision again, one thread, in the live mode and the cloud-only baselines."""
+    """Decode every decision again, one thread, against one cloud for the whole run (as the
+    live cloud serves them): in every mode and both cloud-only baselines. The live mode's
+    replay is also kept as "speculative", the like-for-like figure beside the baselines."""
     import torch
     from tqdm import tqdm
 
-    from ..demo.replay import BASELINES, first_step_s, replay
+    from ..demo.replay import Replayer, first_step_s
     t0 = time.monotonic()
     torch.set_num_threads(1)
     target, draft, adapters = loaded.target, loaded.draft, loaded.exit_adapters
+    replayer = Replayer(target, draft, settings.block_size, pair.max_new_tokens,
+                        settings.rtt_ms, pair.exit_layers, adapters)
     decisions = [d for r in results for d in r.decisions if d.stats.get("ok")]
     for d in tqdm(decisions, desc="replaying the decisions", unit="decision"):
         d.stats["first_step_s"] = first_step_s(target.tokenizer, d.token_ids,
                                                d.stats["token_latencies_s"])
-        for mode in (settings.mode,) + BASELINES:
-            stats = replay(target, draft, d, mode, settings.block_size, pair.max_new_tokens,
-                           settings.rtt_ms, pair.exit_layers, adapters)
+        if d.baseline.get("ok"):
+            d.baseline["first_step_s"] = first_step_s(target.tokenizer, d.baseline["token_ids"],
+                                                      d.baseline["token_latencies_s"])
+        for mode, stats in replayer.every_mode(d).items():
             stats["first_step_s"] = first_step_s(target.tokenizer, stats["token_ids"],
                                                  stats["token_latencies_s"])
-            d.replays["speculative" if mode == settings.mode else mode] = stats
+            d.replays[mode] = stats
+        d.replays["speculative"] = d.replays[settings.mode]
         if settings.mode == "cloud_led":
             # The robot sees only the verdicts on its drafts, not the cloud's own passes.
             d.stats["target_passes_per_token"] = d.replays["speculative"]["target_passes_per_token"]

@@ -23,6 +23,7 @@ class GraphSettings:
     rtt_ms: float
     first_seed: int
     dtype: str
+    live_baseline: bool       # the edge also decodes each decision by cloud-only streaming
 
 
 def settings(first_seed: int, mode: Optional[str] = None, block_size: Optional[int] = None,
@@ -33,7 +34,8 @@ def settings(first_seed: int, mode: Optional[str] = None, block_size: Optional[i
     bridge = DEMO_GRAPH.node("bridge", ROBOT).yaml_parameters(CONFIG)
     return GraphSettings(mode=mode or edge["mode"], block_size=block_size or edge["block_size"],
                          rtt_ms=2 * bridge["link_latency_ms"] if rtt_ms is None else rtt_ms,
-                         first_seed=first_seed, dtype=edge["dtype"])
+                         first_seed=first_seed, dtype=edge["dtype"],
+                         live_baseline=edge["live_baseline"])
 
 
 def check_installed() -> None:

@@ -10,7 +10,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 from ..sim.episode import TaskResult
-from .replay import BASELINES
+from .replay import BASELINES, MODES
 
 TRAJECTORY_HZ = 10.0     # odometry kept in demo.json (the bag has all of it)
 
@@ -31,20 +31,25 @@ def _ms(value) -> str:
 def print_decisions(results: list[TaskResult]) -> None:
     print("\nper decision, live: time to first verified step and total decode time (ms), "
           "accepted draft tokens per round, early-verdict hit rate, target passes per token;\n"
+          "live baseline (cloud-only streaming, same frame, ABBA order): first step and total "
+          "(ms), token-identical answer;\n"
           "replayed after the run (one thread, same prompt and link): the same mode, "
           "cloud-only streaming, one request per token (total ms)")
     print(f"{'task':>4} {'dec':>3}  {'first step':>10} {'total':>7} {'acc/round':>9} "
-          f"{'early hit':>9} {'passes/tok':>10} | {'same mode':>9} {'stream':>7} "
-          f"{'1 req/tok':>9}  answer")
+          f"{'early hit':>9} {'passes/tok':>10} | {'first step':>10} {'total':>7} {'same':>4} "
+          f"| {'same mode':>9} {'stream':>7} {'1 req/tok':>9}  answer")
     for n, result in enumerate(results, 1):
         for i, d in enumerate(result.decisions, 1):
             s, r = d.stats, d.replays
             if not s.get("ok"):
                 print(f"{n:4d} {i:3d}  failed: {s.get('error') or d.plan_status}")
                 continue
+            b = d.baseline if d.baseline.get("ok") else {}
+            same = {True: "yes", False: "NO"}.get(b.get("same_as_live"), "—")
             print(f"{n:4d} {i:3d}  {_ms(s.get('first_step_s')):>10} {_ms(s['total_s']):>7} "
                   f"{s['mean_accepted_per_round']:9.2f} {s['early_hit_rate']:9.2f} "
-                  f"{s['target_passes_per_token']:10.2f} | "
+                  f"{s['target_passes_per_token']:10.2f} | {_ms(b.get('first_step_s')):>10} "
+                  f"{_ms(b.get('total_s')):>7} {same:>4} | "
                   f"{_ms(r.get('speculative', {}).get('total_s')):>9} "
                   f"{_ms(r.get('stream', {}).get('total_s')):>7} "
                   f"{_ms(r.get('per_token', {}).get('total_s')):>9}  {d.answer.strip()!r}")
@@ -99,13 +104,60 @@ def _summary(results: list[TaskResult], decisions: list[dict]) -> dict:
     for key in ("first_step_s", "total_s", "mean_accepted_per_round", "early_hit_rate",
                 "target_passes_per_token"):
         summary[f"median_{key}"] = median(d["stats"].get(key) for d in ok)
-    for mode in ("speculative",) + BASELINES:
+    for mode in ("speculative",) + tuple(MODES) + BASELINES:
         for key in ("first_step_s", "total_s"):
             summary[f"median_{mode}_{key}"] = median(d["replays"].get(mode, {}).get(key)
                                                      for d in ok)
         summary[f"{mode}_same_answer"] = sum(bool(d["replays"].get(mode, {}).get("same_as_live"))
                                              for d in ok)
+    summary.update(_live_baseline(ok, median))
+    waits = [d["frame_wait_s"] for d in decisions]
+    summary["median_frame_wait_s"] = median(waits)
+    summary["max_frame_wait_s"] = max(waits, default=None)
     return summary
+
+
+def _live_baseline(ok: list[dict], median) -> dict:
+    """Live vs live: the speculative decision over its live baseline, per decision."""
+    pairs = [(d["stats"], d["baseline"]) for d in ok if d["baseline"].get("ok")]
+    if not pairs:
+        return {}
+    found = dict(live_baseline_decisions=len(pairs),
+                 live_baseline_same_answer=sum(bool(b["same_as_live"]) for _, b in pairs),
+                 live_baseline_ran_first=sum(bool(b["ran_first"]) for _, b in pairs),
+                 live_baseline_added_task_s=sum(b["added_task_s"] for _, b in pairs))
+    for key in ("first_step_s", "total_s"):
+        found[f"median_live_baseline_{key}"] = median(b.get(key) for _, b in pairs)
+        found[f"median_live_over_baseline_{key}"] = median(
+            s[key] / b[key] for s, b in pairs if s.get(key) and b.get(key))
+    return found
+
+
+def replayed(summary: dict) -> str:
+    """Every mode and baseline replayed on one cloud: median first step / total per decision."""
+    cells = [f"{mode} {_ms(summary.get(f'median_{mode}_first_step_s'))}/"
+             f"{_ms(summary.get(f'median_{mode}_total_s'))}"
+             for mode in tuple(MODES) + BASELINES]
+    same = min(summary.get(f"{mode}_same_answer", 0) for mode in tuple(MODES) + BASELINES)
+    return (f"replayed on one cloud (median per decision, first step/total ms): "
+            f"{', '.join(cells)}; every mode reproduced at least {same}/"
+            f"{summary['decisions_ok']} live answers")
+
+
+def live_vs_live(summary: dict) -> str:
+    """The live-vs-live headline of a run with the edge's live baseline."""
+    if not summary.get("live_baseline_decisions"):
+        return "live vs live: no decision has a live baseline"
+    return (f"live vs live (median per decision, ms): first step "
+            f"{_ms(summary['median_first_step_s'])} vs {_ms(summary['median_live_baseline_first_step_s'])} by cloud-only streaming "
+            f"(ratio {summary['median_live_over_baseline_first_step_s']:.2f}), total "
+            f"{_ms(summary['median_total_s'])} vs {_ms(summary['median_live_baseline_total_s'])} "
+            f"(ratio {summary['median_live_over_baseline_total_s']:.2f}); "
+            f"{summary['live_baseline_same_answer']}/{summary['live_baseline_decisions']} "
+            f"answers token-identical; the baseline added ≤ "
+            f"{summary['live_baseline_added_task_s']:.1f} s to the tasks "
+            f"({summary['live_baseline_ran_first']} times it ran first); the edge's frame "
+            f"of the new scene took up to {_ms(summary['max_frame_wait_s'])} ms to arrive")
 
 
 def plot(results: list[TaskResult], path: Path) -> None:
@@ -166,6 +218,8 @@ def _room(ax, number: int, result: TaskResult) -> None:
 def _timeline(ax, results: list[TaskResult]) -> None:
     series = {"first verified step": ("tab:blue", "o", lambda d: d.stats.get("first_step_s")),
               "decision (speculative, live)": ("tab:green", "s", lambda d: d.stats.get("total_s")),
+              "cloud-only streaming (live baseline)": ("tab:purple", "^", lambda d: (
+                  d.baseline.get("total_s") if d.baseline.get("ok") else None)),
               "same mode (replayed)": ("tab:olive", "d", lambda d: d.replays.get(
                   "speculative", {}).get("total_s")),
               "cloud-only streaming (replayed)": ("0.3", "x",

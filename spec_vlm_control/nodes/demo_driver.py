@@ -6,8 +6,9 @@ exact JPEG the edge decided on, from spec_vlm/request on the robot's side of the
 Everything it sees is also written to an MCAP bag.
 
 Publishes   sim/scene (std_msgs/UInt32, latched), instruction (std_msgs/String)
-Subscribes  odom, image/compressed, cmd_vel, spec_vlm/request, spec_vlm/verdict,
-            verified_tokens, request_stats, plan_status
+Subscribes  odom, image/compressed, edge/frame, cmd_vel, spec_vlm/request, spec_vlm/verdict,
+            verified_tokens, request_stats, plan_status, baseline/verified_tokens,
+            baseline/request_stats
 """
 from __future__ import annotations
 
@@ -23,7 +24,7 @@ from nav_msgs.msg import Odometry
 from rclpy.node import Node
 from rclpy.serialization import serialize_message
 from sensor_msgs.msg import CompressedImage
-from std_msgs.msg import String, UInt32
+from std_msgs.msg import Header, String, UInt32
 
 import spec_vlm_control.msg as ros
 from spec_vlm_control import topics
@@ -36,22 +37,30 @@ from spec_vlm_control.sim.world import Pose
 PLAN_ENDS = {ros.PlanStatus.FINISHED: "finished", ros.PlanStatus.REJECTED: "rejected",
              ros.PlanStatus.PREEMPTED: "preempted"}
 STILL_FRAME_S = 0.3         # a frame this long after the plan ended shows the robot at rest
+EDGE_FRAME_WAIT_S = 5.0     # for the edge to hold the frame the driver saw
 
 
 class DemoDriver(Node):
     def __init__(self, context, bag: Path, request_timeout_s: float = 60.0,
-                 plan_timeout_s: float = 40.0):
+                 plan_timeout_s: float = 40.0, live_baseline: bool = False):
+        """live_baseline: the edge runs one (its parameter): each decision waits for it."""
         super().__init__("demo_driver", context=context)
         self.recorder: Optional[Recorder] = Recorder(bag)
         self._record_lock = threading.Lock()
         self.request_timeout_s, self.plan_timeout_s = request_timeout_s, plan_timeout_s
+        self.live_baseline = live_baseline
         self.t0 = time.monotonic()
         self.changed = threading.Condition()
         self.odom: Optional[Odometry] = None
         self.frame_stamp_ns = 0
+        self.edge_frame_ns = 0      # the stamp of the frame the edge would decide on now
+        self.fresh_from_ns = 0      # ... which must be this late: the world as it is now
         self.requests: dict[int, ros.DecodeRequest] = {}
         self.chunks: dict[int, list[ros.VerifiedTokens]] = {}
         self.stats: dict[int, ros.RequestStats] = {}
+        self.baseline_chunks: dict[int, list[ros.VerifiedTokens]] = {}
+        self.baseline_stats: dict[int, ros.RequestStats] = {}
+        self.arrived: dict[tuple[str, int], float] = {}   # when the statistics came
         self.plan_ends: dict[int, str] = {}
         self.passes: dict[int, set] = {}          # request -> blocks the target verified
         self._trajectory: Optional[list] = None   # None until the scene's start pose shows
@@ -60,6 +69,8 @@ class DemoDriver(Node):
         self.instruction_pub = self.create_publisher(String, topics.INSTRUCTION, PROTOCOL_QOS)
         self._listen(Odometry, topics.ODOM, self._on_odom, 10)
         self._listen(CompressedImage, topics.IMAGE, self._on_image, SENSOR_QOS)
+        self._listen(Header, topics.EDGE_FRAME,
+                     lambda m: setattr(self, "edge_frame_ns", stamp_ns(m.stamp)), SENSOR_QOS)
         self._listen(Twist, topics.CMD_VEL, None, 10)
         self._listen(ros.DecodeRequest, topics.REQUEST,
                      lambda m: self.requests.setdefault(m.request_id, m), PROTOCOL_QOS)
@@ -67,7 +78,12 @@ class DemoDriver(Node):
         self._listen(ros.VerifiedTokens, topics.VERIFIED_TOKENS,
                      lambda m: self.chunks.setdefault(m.request_id, []).append(m), PROTOCOL_QOS)
         self._listen(ros.RequestStats, topics.REQUEST_STATS,
-                     lambda m: self.stats.setdefault(m.request_id, m), PROTOCOL_QOS)
+                     lambda m: self._on_stats("stats", self.stats, m), PROTOCOL_QOS)
+        self._listen(ros.VerifiedTokens, topics.BASELINE_TOKENS,
+                     lambda m: self.baseline_chunks.setdefault(m.request_id, []).append(m),
+                     PROTOCOL_QOS)
+        self._listen(ros.RequestStats, topics.BASELINE_STATS,
+                     lambda m: self._on_stats("baseline", self.baseline_stats, m), PROTOCOL_QOS)
         self._listen(ros.PlanStatus, topics.PLAN_STATUS, self._on_plan, PROTOCOL_QOS)
 
     # -- what the graph shows -----------------------------------------------------------------
@@ -88,6 +104,10 @@ class DemoDriver(Node):
 
     def _on_image(self, msg: CompressedImage) -> None:
         self.frame_stamp_ns = stamp_ns(msg.header.stamp)
+
+    def _on_stats(self, kind: str, into: dict, msg) -> None:
+        into.setdefault(msg.request_id, msg)
+        self.arrived.setdefault((kind, msg.request_id), time.monotonic())
 
     def _on_verdict(self, msg) -> None:
         """Each final verdict is one target pass over one block (a resent verdict is the
@@ -147,37 +167,74 @@ class DemoDriver(Node):
             shown_ns = stamp_ns(self.odom.header.stamp)
         # The camera renders from the odometry it has received: a frame well after the first
         # new-pose odometry shows the new room from the start pose.
-        if not self._wait(lambda: self.frame_stamp_ns > shown_ns + 100_000_000, 10.0):
+        self.fresh_from_ns = shown_ns + 100_000_000
+        if not self._wait(lambda: self.frame_stamp_ns >= self.fresh_from_ns, 10.0):
             raise TimeoutError(f"scene {seed}: no camera frame of the new scene")
 
     def decide(self, instruction: str) -> Decision:
+        """Instruct once the edge holds a frame as fresh as the one this driver waited for:
+        its own subscription may hear a frame before the edge's does (the edge once decided
+        on the last task's frame). The wait is part of the decision's time, and reported."""
         started = time.monotonic()
-        request_id = None
-        for _ in range(3):      # the edge skips an instruction while it has no fresh frame
-            with self.changed:
-                known = set(self.requests)
-            self._publish(self.instruction_pub, topics.INSTRUCTION, String(data=instruction))
-            if self._wait(lambda: set(self.requests) - known, 5.0):
-                request_id = max(set(self.requests) - known)
-                break
-        if request_id is None:
+        if not self._wait(lambda: self.edge_frame_ns >= self.fresh_from_ns, EDGE_FRAME_WAIT_S):
+            return Decision(0, instruction, plan_status="the edge held no frame of the world "
+                            f"as it is within {EDGE_FRAME_WAIT_S:g} s",
+                            started_s=started - self.t0, ended_s=time.monotonic() - self.t0,
+                            frame_wait_s=time.monotonic() - started)
+        frame_wait_s = time.monotonic() - started
+        # The decision's request is the one answering on verified_tokens or request_stats
+        # (a refused one only there): the live baseline's request is not.
+        with self.changed:
+            known = set(self.chunks) | set(self.stats)
+        self._publish(self.instruction_pub, topics.INSTRUCTION, String(data=instruction))
+
+        def new() -> set:
+            return (set(self.chunks) | set(self.stats)) - known
+        if not self._wait(new, self.request_timeout_s):
             return Decision(0, instruction, plan_status="the edge made no request",
-                            started_s=started - self.t0, ended_s=time.monotonic() - self.t0)
+                            started_s=started - self.t0, ended_s=time.monotonic() - self.t0,
+                            frame_wait_s=frame_wait_s)
+        with self.changed:
+            request_id = max(new())
         ended = self._wait(lambda: request_id in self.stats, self.request_timeout_s)
         self._wait(lambda: any(c.final for c in self.chunks.get(request_id, ())), 1.0)
+        started_request = request_id in self.requests   # not refused: a baseline runs too
+        baseline = self._baseline(request_id) if self.live_baseline and started_request else {}
         with self.changed:
             chunks = sorted(self.chunks.get(request_id, []), key=lambda c: c.seq)
-            request = self.requests[request_id]
+            request = self.requests.get(request_id)
             stats = asdict(from_ros(self.stats[request_id])) if request_id in self.stats else {}
             if stats:
                 stats["target_passes"] = len(self.passes.get(request_id, ()))
                 stats["target_passes_per_token"] = stats["target_passes"] / max(1, stats["tokens"])
+        token_ids = [int(t) for c in chunks for t in c.token_ids]
+        if "token_ids" in baseline:
+            baseline["same_as_live"] = baseline["token_ids"] == token_ids
         return Decision(
             request_id, instruction, answer="".join(c.text_delta for c in chunks),
-            token_ids=[int(t) for c in chunks for t in c.token_ids],
-            jpeg=bytes(request.image.data), stats=stats,
-            plan_status="" if ended else "no statistics: the request never ended",
-            started_s=started - self.t0, ended_s=time.monotonic() - self.t0)
+            token_ids=token_ids, jpeg=bytes(request.image.data) if request else b"",
+            stats=stats, plan_status="" if ended else "no statistics: the request never ended",
+            started_s=started - self.t0, ended_s=time.monotonic() - self.t0,
+            frame_wait_s=frame_wait_s, baseline=baseline)
+
+    def _baseline(self, request_id: int) -> dict:
+        """The live baseline of the decision (its RequestStats, field by field, and tokens),
+        whether it ran first, and the time it added to the task: its own when it ran first
+        (the decision's request waited for it), else how long it outlasted the decision's
+        (an upper bound: the plan runs meanwhile)."""
+        if not self._wait(lambda: request_id in self.baseline_stats and request_id in self.stats,
+                          self.request_timeout_s):
+            return {"ok": False, "error": "no statistics of the decision and its live baseline"}
+        self._wait(lambda: any(c.final for c in self.baseline_chunks.get(request_id, ())), 1.0)
+        with self.changed:
+            stats = asdict(from_ros(self.baseline_stats[request_id]))
+            chunks = sorted(self.baseline_chunks.get(request_id, []), key=lambda c: c.seq)
+            arrived = self.arrived[("baseline", request_id)]
+            own = self.arrived[("stats", request_id)]
+        stats["token_ids"] = [int(t) for c in chunks for t in c.token_ids]
+        stats["ran_first"] = arrived < own
+        stats["added_task_s"] = stats["total_s"] if arrived < own else arrived - own
+        return stats
 
     def execute(self, decision: Decision) -> None:
         rid = decision.request_id
@@ -185,8 +242,8 @@ class DemoDriver(Node):
             decision.plan_status = self.plan_ends[rid]
         else:
             decision.plan_status = f"no end of plan within {self.plan_timeout_s:g} s"
-        still_ns = self._now_ns() + int(STILL_FRAME_S * 1e9)
-        self._wait(lambda: self.frame_stamp_ns >= still_ns, STILL_FRAME_S + 5.0)
+        self.fresh_from_ns = self._now_ns() + int(STILL_FRAME_S * 1e9)
+        self._wait(lambda: self.frame_stamp_ns >= self.fresh_from_ns, STILL_FRAME_S + 5.0)
         decision.ended_s = time.monotonic() - self.t0
 
     def pose(self) -> Pose:

@@ -10,11 +10,14 @@ controller as they become final. A decision that is not started is logged, shown
 Subscribes  image/compressed (sensor QoS), instruction (std_msgs/String), plan_status,
             spec_vlm/verdict, spec_vlm/committed, spec_vlm/error (protocol QoS)
 Publishes   spec_vlm/request, spec_vlm/draft, spec_vlm/cancel, verified_tokens,
-            request_stats, link_failed (std_msgs/Bool, latched), /diagnostics
+            request_stats, link_failed (std_msgs/Bool, latched), /diagnostics,
+            edge/frame (std_msgs/Header of each frame kept for the next decision, sensor QoS)
+            and, with live_baseline, baseline/verified_tokens and baseline/request_stats
 """
 from __future__ import annotations
 
 import threading
+from dataclasses import replace
 from typing import Optional
 
 import torch
@@ -25,7 +28,7 @@ from sensor_msgs.msg import CompressedImage
 from std_msgs.msg import Bool, Header, String
 
 import spec_vlm_control.msg as ros
-from spec_vlm_control import topics
+from spec_vlm_control import hops, topics
 from spec_vlm_control.core.edge import EdgeConfig, EdgeSession
 from spec_vlm_control.core.clock import RealClock
 from spec_vlm_control.core.metrics import RequestStats
@@ -35,6 +38,7 @@ from spec_vlm_control.core.protocol import MODES, DecodeRequest, DecodingParams,
 from spec_vlm_control.core.realtime import ActorThread
 from spec_vlm_control.core.verified_stream import VerifiedStream
 from spec_vlm_control.edge_agent import TRIGGERS, AgentConfig, Decision, EdgeAgent, Refusal
+from spec_vlm_control.live_baseline import InTurn, baseline_first, baseline_setup
 from spec_vlm_control.nodes.common import (LATCHED_QOS, PROTOCOL_QOS, SENSOR_QOS, ConfigError,
                                            OneOf, Range, declare_parameters, spin)
 from spec_vlm_control.nodes.convert import from_ros, stamp_ns, to_ros
@@ -50,7 +54,7 @@ PARAMETERS = {
     "system_prompt": ("", "system message of every prompt; must equal the cloud's"),
     "use_image": (True, "send the camera frame with each request (false: text-only models; "
                         "frames are ignored and a request carries the time it was asked for)"),
-    "mode": ("pipelined", "plain, early_exit, preemptive, pipelined or cloud_led "
+    "mode": ("preemptive", "plain, early_exit, preemptive, pipelined or cloud_led "
                           "(see README: cost-first vs latency-first)", OneOf(tuple(MODES))),
     "block_size": (4, "k: draft tokens per block", Range(1, 64)),
     "max_new_tokens": (32, "longest action, in tokens", Range(1, 4096)),
@@ -79,6 +83,11 @@ PARAMETERS = {
     "pipeline_depth": (3, "pipelined mode: draft blocks in flight at most", Range(1, 64)),
     "target_model_hash": ("", "refuse a cloud whose target has another hash (empty = any)"),
     "record": ("", "folder of an MCAP bag that records every request (empty = off)"),
+    "live_baseline": (False, "also decode every decision by cloud-only streaming (cloud_led "
+                             "without drafts) on the same frame and instruction, one request "
+                             "after the other in ABBA order; its answer goes to baseline/ "
+                             "topics, never to the controller. For measuring: it adds its "
+                             "time to every other decision's start"),
 }
 
 OUTGOING = {"DecodeRequest": topics.REQUEST, "DraftBlock": topics.DRAFT, "Cancel": topics.CANCEL}
@@ -104,6 +113,7 @@ class EdgeNode(Node):
             from spec_vlm_control.recording import Recorder
             self.recorder = Recorder(p["record"])
         self._record_lock = threading.Lock()
+        self.hops = hops.open_log("edge")           # off unless SPEC_VLM_HOPS is set
 
         self.publishers_by_type = {name: self.create_publisher(getattr(ros, name), topic,
                                                                PROTOCOL_QOS)
@@ -113,9 +123,15 @@ class EdgeNode(Node):
         self.stats_pub = self.create_publisher(ros.RequestStats, topics.REQUEST_STATS,
                                                PROTOCOL_QOS)
         self.link_pub = self.create_publisher(Bool, topics.LINK_FAILED, LATCHED_QOS)
+        self.frame_pub = self.create_publisher(Header, topics.EDGE_FRAME, SENSOR_QOS)
         self.diag_pub = self.create_publisher(DiagnosticArray, topics.DIAGNOSTICS, 10)
 
         self.session: Optional[EdgeSession] = None
+        self.baseline: Optional[EdgeSession] = None     # the live baseline beside `session`
+        self.baseline_pubs = (
+            self.create_publisher(ros.VerifiedTokens, topics.BASELINE_TOKENS, PROTOCOL_QOS),
+            self.create_publisher(ros.RequestStats, topics.BASELINE_STATS, PROTOCOL_QOS))
+        self.decisions = 0                              # started: the ABBA order's count
         self.stream: Optional[VerifiedStream] = None
         self.runner: Optional[ActorThread] = None
         self.agent = EdgeAgent(AgentConfig(
@@ -152,6 +168,9 @@ class EdgeNode(Node):
         if error:
             self.get_logger().warning(f"bad camera frame dropped ({self.agent.bad_frames} so "
                                       f"far): {error}", throttle_duration_sec=1.0)
+        elif self.agent.frame is msg:
+            # Who instructs can wait for the frame it means (the demo after a scene switch).
+            self.frame_pub.publish(msg.header)
 
     def _on_instruction(self, msg: String) -> None:
         now = self._now()
@@ -162,6 +181,7 @@ class EdgeNode(Node):
         self._act(self.agent.on_plan_status(msg.request_id, msg.status, self._now()))
 
     def _on_cloud(self, topic: str, msg) -> None:
+        self.hops.record("receive", msg)
         self._record(topic, msg)
         if self.runner is not None:
             self.runner.deliver(from_ros(msg))
@@ -182,7 +202,7 @@ class EdgeNode(Node):
             frame.format if frame is not None else "",
             params, Handshake(tokenizer_hash=self.model.fingerprint,
                               target_model_hash=p["target_model_hash"]),
-            stamp=decision.stamp_ns * 1e-9)
+            stamp_ns=decision.stamp_ns)
         try:
             prompt = request_prompt(self.model.prompts, request, p["system_prompt"] or None)
         except (ValueError, OSError) as error:   # e.g. an image the processor cannot take
@@ -193,17 +213,36 @@ class EdgeNode(Node):
         if frame is not None:
             self._record(topics.IMAGE, frame)
         self.stream = stream = VerifiedStream(
-            decision.request_id, self._publish_verified,
-            lambda ids: self.model.tokenizer.decode(ids, skip_special_tokens=True), request.stamp)
+            decision.request_id, self._publish_verified, self._text, request.stamp_ns)
         self.session = EdgeSession(self.model.adapter, prompt, request, RealClock(),
                                    send=self._send, config=self.config, on_tokens=stream)
-        self.runner = ActorThread(self.session, "edge session", on_error=self._on_runner_error)
+        turn = [self.session]
+        if p["live_baseline"]:
+            self.baseline = self._baseline(request, prompt)
+            turn.insert(0 if baseline_first(self.decisions) else 1, self.baseline)
+        self.decisions += 1
+        self.runner = ActorThread(InTurn(turn), "edge session", on_error=self._on_runner_error)
         self.get_logger().info(f"request {decision.request_id} ({decision.reason}): "
                                f"{decision.instruction!r}")
-        self.runner.call(self.session.start)
+        self.runner.call(self.runner.actor.start)
         self.runner.start()
 
+    def _baseline(self, request: DecodeRequest, prompt) -> EdgeSession:
+        """The decision as cloud-only streaming, its own request to the cloud; its answer
+        and statistics carry the decision's request id, on the baseline/ topics."""
+        params, config = baseline_setup(request.params, self.config)
+        shadow = replace(request, request_id=self.agent.request_ids.next(), params=params)
+        tokens_pub = self.baseline_pubs[0]
+        stream = VerifiedStream(request.request_id, lambda chunk: tokens_pub.publish(to_ros(chunk)),
+                                self._text, request.stamp_ns)
+        return EdgeSession(self.model.adapter, prompt, shadow, RealClock(), send=self._send,
+                           config=config, on_tokens=stream)
+
+    def _text(self, ids: list[int]) -> str:
+        return self.model.tokenizer.decode(ids, skip_special_tokens=True)
+
     def _send(self, message) -> None:
+        self.hops.record("send", message)
         msg = to_ros(message)
         self.publishers_by_type[type(message).__name__].publish(msg)
         self._record(OUTGOING[type(message).__name__], msg)
@@ -231,19 +270,26 @@ class EdgeNode(Node):
         """On the (now ending) worker thread: a draft-model or protocol bug ends the request
         as failed, so the controller stops instead of waiting."""
         self.get_logger().error(f"edge session failed: {exc!r}")
-        if self.session is not None and not self.session.done:
-            self.session.abort(f"internal error: {exc!r}")
+        for session in (self.session, self.baseline):
+            if session is not None and not session.done:
+                session.abort(f"internal error: {exc!r}")
 
     def _stop_session(self, reason: str) -> None:
         session, runner = self.session, self.runner
         self.runner = None
         if runner is not None:
             runner.stop()
-        if session is not None and not session.done:
-            session.cancel(reason)              # its worker has stopped: safe on this thread
+        for session in (session, self.baseline):
+            if session is not None and not session.done:
+                session.cancel(reason)          # its worker has stopped: safe on this thread
         self._check_done()
 
     def _check_done(self) -> None:
+        baseline = self.baseline
+        if baseline is not None and baseline.done:
+            self.baseline = None
+            self.baseline_pubs[1].publish(to_ros(replace(
+                baseline.stats(), request_id=self.session.request.request_id)))
         session = self.session
         if session is None or not session.done:
             return

@@ -36,6 +36,8 @@ class Decision:
     started_s: float = 0.0                  # since the run began
     ended_s: float = 0.0
     replays: dict = field(default_factory=dict)  # mode -> stats of decoding it again
+    frame_wait_s: float = 0.0               # until the edge held a frame of the world as it is
+    baseline: dict = field(default_factory=dict)  # the live baseline beside it (edge stats)
 
     @property
     def says_stop(self) -> bool:
