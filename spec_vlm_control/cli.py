@@ -24,6 +24,11 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "info": ("spec_vlm_control.commands.info", "print what is installed and where"),
     "bench": ("spec_vlm_control.commands.bench",
               "time per token of each decoding mode vs cloud-only streaming"),
+    "bench-link": ("spec_vlm_control.commands.link_bench",
+                   "where the time of a live round trip goes: edge, bridges, cloud as "
+                   "processes, hop timeline"),
+    "fleet-bench": ("spec_vlm_control.commands.fleet_bench",
+                    "how many robots one cloud serves: batched vs one session per pass"),
     "plan": ("spec_vlm_control.commands.plan", "predict and map which decoding mode wins where"),
     "sim-camera-bag": ("spec_vlm_control.commands.sim_camera_bag",
                        "record the simulated ego camera to a rosbag2 (MCAP)"),
