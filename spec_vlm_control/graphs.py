@@ -32,6 +32,12 @@ CLOUD_ENDPOINT = Arg("cloud_endpoint", "zenoh endpoint of the cloud's bridge",
                      "tcp/127.0.0.1:7447")
 LISTEN_ENDPOINT = Arg("listen_endpoint", "zenoh endpoint the robots' bridges connect to",
                       "tcp/127.0.0.1:7447")
+ROUTER_ENDPOINT = Arg("router_endpoint", "zenoh endpoint of the fleet's router (where it "
+                                         "listens, where the replicas connect)",
+                      "tcp/127.0.0.1:7447")
+REPLICA_ID = Arg("replica_id", "this cloud replica's id in the fleet (one per replica)")
+FLEET = Arg("fleet", "True: cloud_endpoint is the router of a fleet of cloud replicas "
+                     "(docs/scaleout.md)", "False")
 SIM_SEED = Arg("sim_seed", "scene of the simulated world", "0")
 EXIT_ADAPTERS = Arg("exit_adapters", "folder of the target's trained exit adapters "
                                      "(the demo pair's: target/exits)", "")
@@ -98,9 +104,14 @@ CAMERA = NodeSpec("camera", ("camera.yaml",))
 EDGE = NodeSpec("edge", ("edge.yaml",), {"model": DRAFT_MODEL, "robot_id": ROBOT_ID})
 CONTROLLER = NodeSpec("controller", ("controller.yaml",))
 ROBOT_BRIDGE = NodeSpec("bridge", ("bridge_robot.yaml",),
-                        {"robot_id": ROBOT_ID, "connect": [CLOUD_ENDPOINT]})
+                        {"robot_id": ROBOT_ID, "connect": [CLOUD_ENDPOINT], "fleet": FLEET})
 VERIFIER = NodeSpec("cloud", ("cloud.yaml",), {"model": TARGET_MODEL}, respawn=True)
 CLOUD_BRIDGE = NodeSpec("bridge", ("bridge_cloud.yaml",), {"listen": [LISTEN_ENDPOINT]})
+# A fleet (docs/scaleout.md): the zenoh router, and replicas connecting to it as clients
+# with a short lease, so that a frozen replica leaves the fleet within 2 s.
+ROUTER = NodeSpec("router", ("router.yaml",), {"listen": [ROUTER_ENDPOINT]})
+REPLICA_BRIDGE = NodeSpec("bridge", ("bridge_cloud.yaml",), {
+    "mode": "client", "connect": [ROUTER_ENDPOINT], "replica_id": REPLICA_ID, "lease_ms": 2000})
 SIM_WORLD = NodeSpec("sim", ("sim.yaml",), {"sim_seed": SIM_SEED})
 SIM_CAMERA = CAMERA.reading(source="sim", sim_seed=SIM_SEED)
 SIM_CONTROLLER = CONTROLLER.reading("controller_sim.yaml")
@@ -109,6 +120,8 @@ DEMO_VERIFIER = VERIFIER.reading(DEMO_OVERLAY, exit_adapters=EXIT_ADAPTERS)
 
 ROBOT_GRAPH = Graph("robot", {ROBOT: (CAMERA, EDGE, CONTROLLER, ROBOT_BRIDGE)})
 CLOUD_GRAPH = Graph("cloud", {CLOUD: (VERIFIER, CLOUD_BRIDGE)})
+REPLICA_GRAPH = Graph("cloud_replica", {CLOUD: (VERIFIER, REPLICA_BRIDGE)})
+FLEET_GRAPH = Graph("cloud_fleet", {CLOUD: (ROUTER, VERIFIER, REPLICA_BRIDGE)})
 # Everything on one laptop, in one ROS domain: no bridge.
 SIM_GRAPH = Graph("sim", {ROBOT: (SIM_WORLD, SIM_CAMERA, DEMO_EDGE, SIM_CONTROLLER,
                                   DEMO_VERIFIER)})
@@ -117,7 +130,8 @@ DEMO_GRAPH = Graph("demo", {
     ROBOT: (SIM_WORLD, SIM_CAMERA, DEMO_EDGE, SIM_CONTROLLER, ROBOT_BRIDGE.reading(DEMO_OVERLAY)),
     CLOUD: (DEMO_VERIFIER, CLOUD_BRIDGE.reading(DEMO_OVERLAY))})
 LAUNCHED = {"robot.launch.py": ROBOT_GRAPH, "cloud.launch.py": CLOUD_GRAPH,
-            "sim.launch.py": SIM_GRAPH}
+            "sim.launch.py": SIM_GRAPH, "cloud_fleet.launch.py": FLEET_GRAPH,
+            "cloud_replica.launch.py": REPLICA_GRAPH}
 
 
 def launch_nodes(nodes, config_dir: str, fill: Callable[[Arg], Any], **options) -> list:

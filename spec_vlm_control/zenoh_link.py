@@ -6,7 +6,9 @@ feeds it the raw bytes of ROS messages and publishes what comes out, never re-en
 
 Key expressions: spec_vlm/<robot_id>/up/<topic> (edge -> cloud) and
 spec_vlm/<robot_id>/down/<topic> (cloud -> edge), <topic> being the last part of the ROS
-topic name (request, draft, cancel, verdict, committed, error).
+topic name (request, draft, cancel, verdict, committed, error). Behind a zenoh router serving
+several cloud replicas, uplink keys name the replica: spec_vlm/<replica>/<robot_id>/up/<topic>
+(docs/scaleout.md).
 """
 from __future__ import annotations
 
@@ -26,16 +28,19 @@ from .core.link import LinkEmulator
 ROOT = "spec_vlm"
 
 
-def key(robot_id: str, direction: str, topic: str) -> str:
+def key(robot_id: str, direction: str, topic: str, replica: str = "") -> str:
+    """With `replica` (a fleet's uplink, docs/scaleout.md): spec_vlm/<replica>/<robot_id>/..."""
     if not robot_id or any(c in robot_id for c in "/*$?#"):
         raise ValueError(f"robot_id {robot_id!r} cannot be part of a key expression")
-    return f"{ROOT}/{robot_id}/{direction}/{topic.rsplit('/', 1)[-1]}"
+    return f"{ROOT}/{replica + '/' if replica else ''}{robot_id}/{direction}/" \
+        f"{topic.rsplit('/', 1)[-1]}"
 
 
 def parse_key(key_expr: str) -> tuple[str, str, str]:
-    """(robot_id, direction, topic) of a key expression made by `key`."""
-    root, robot_id, direction, topic = str(key_expr).split("/")
-    if root != ROOT:
+    """(robot_id, direction, topic) of a key expression made by `key`, with or without a
+    replica (a replica's bridge subscribes to its own keys only)."""
+    root, *_, robot_id, direction, topic = parts = str(key_expr).split("/")
+    if root != ROOT or len(parts) not in (4, 5):
         raise ValueError(f"not a spec_vlm key: {key_expr}")
     return robot_id, direction, topic
 
@@ -123,7 +128,7 @@ class LinkSettings:
     User/password: the connecting side sends `user` and the password read from
     `password_file`; the listening side checks them against `credentials_file`."""
 
-    mode: str = "peer"                       # peer | client
+    mode: str = "peer"                       # peer | client | router (nodes/router.py)
     connect: list[str] = field(default_factory=list)
     listen: list[str] = field(default_factory=list)
     allow_insecure: bool = False
@@ -135,17 +140,20 @@ class LinkSettings:
     password_file: str = ""                  # file holding the password (never a parameter)
     credentials_file: str = ""               # user:password lines the listening side accepts
     robots: list[str] = field(default_factory=list)   # access control: who may use which keys
+    lease_ms: int = 10000                    # zenoh's default: others drop this side when
+                                             # they hear nothing from it for this long
 
     def zenoh_config(self) -> zenoh.Config:
-        if self.mode not in ("peer", "client"):
-            raise ValueError(f"mode must be 'peer' or 'client', not {self.mode!r}")
+        if self.mode not in ("peer", "client", "router"):
+            raise ValueError(f"mode must be 'peer', 'client' or 'router', not {self.mode!r}")
         if self.mode == "client" and not self.connect:
             raise ValueError("client mode needs at least one connect endpoint (the router)")
         check_endpoints(self.connect + self.listen, self.allow_insecure)
         settings = {"mode": self.mode, "connect/endpoints": self.connect,
                     "listen/endpoints": self.listen,
                     "scouting/multicast/enabled": False,
-                    "scouting/gossip/enabled": False}
+                    "scouting/gossip/enabled": False,
+                    "transport/link/tx/lease": self.lease_ms}
         settings.update(self._tls())
         if self.user:
             if not self.password_file:

@@ -20,8 +20,8 @@ from spec_vlm_control.core.protocol import DecodingParams
 from spec_vlm_control.zenoh_link import LinkSettings
 
 REPO = Path(__file__).resolve().parent.parent
-NODES = list({id(n): n for g in (graphs.ROBOT_GRAPH, graphs.CLOUD_GRAPH, graphs.SIM_GRAPH,
-                                 graphs.DEMO_GRAPH) for n in g.nodes}.values())
+NODES = list({id(n): n for g in (*graphs.LAUNCHED.values(), graphs.DEMO_GRAPH)
+              for n in g.nodes}.values())
 
 
 def declared(executable: str) -> dict:

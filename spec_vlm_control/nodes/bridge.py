@@ -5,6 +5,9 @@ side=robot  ROS -> zenoh: spec_vlm/request, draft, cancel (messages of `robot_id
             zenoh -> ROS: spec_vlm/verdict, committed, error for `robot_id`
 side=cloud  ROS -> zenoh: verdict, committed, error, routed by each message's robot_id
             zenoh -> ROS: request, draft, cancel of every robot (of `robots` when set)
+Several cloud replicas behind a zenoh router (docs/scaleout.md): a cloud bridge with
+`replica_id` takes only the uplink keyed to it; a robot bridge with `fleet` sends each request
+to a live replica by rendezvous hashing (nodes/bridge_fleet.py).
 The outgoing direction can pass through the link emulator (latency, jitter, loss), so a
 test or a demo on one machine sees the link between two sites.
 
@@ -15,6 +18,7 @@ the bridge keeps forwarding.
 """
 from __future__ import annotations
 
+import time
 from collections import Counter
 
 import zenoh
@@ -24,8 +28,9 @@ from rclpy.serialization import deserialize_message
 from std_msgs.msg import Header
 
 import spec_vlm_control.msg as protocol
-from spec_vlm_control import topics
+from spec_vlm_control import hops, topics
 from spec_vlm_control.core.link import LinkEmulator
+from spec_vlm_control.nodes.bridge_fleet import ReplicaMembership, RobotFleet
 from spec_vlm_control.nodes.common import (PROTOCOL_QOS, ConfigError, OneOf, Range,
                                            declare_parameters, spin)
 from spec_vlm_control.zenoh_link import DelayLine, LinkSettings, key, parse_key
@@ -58,6 +63,15 @@ PARAMETERS = {
     "link_jitter_ms": (0.0, "emulated extra delay, uniform in [0, jitter)", Range(0.0, 60000.0)),
     "link_loss": (0.0, "emulated probability of losing an outgoing message", Range(0.0, 1.0)),
     "link_seed": (0, "seed of the link emulator", Range(0, 2**32 - 1)),
+    "lease_ms": (10000, "zenoh lease: the other sessions drop this one after hearing nothing "
+                        "from it this long (a frozen replica leaves the fleet after it)",
+                 Range(500, 600000)),
+    "replica_id": ("", "cloud side, fleet behind a zenoh router: this replica's id (its "
+                       "liveliness token spec_vlm/replicas/<replica_id>); empty: one cloud"),
+    "fleet": (False, "robot side: the cloud is a fleet of replicas behind a zenoh router; "
+                     "each request goes to a live replica (rendezvous hashing)"),
+    "max_tracked_requests": (1024, "robot side, fleet: requests whose replica is remembered",
+                             Range(1, 1000000)),
 }
 
 
@@ -75,7 +89,8 @@ class BridgeNode(Node):
             tls_root_ca=p["tls_root_ca"], tls_certificate=p["tls_certificate"],
             tls_private_key=p["tls_private_key"], tls_mutual=p["tls_mutual"], user=p["user"],
             password_file=p["password_file"], credentials_file=p["credentials_file"],
-            robots=robots if self.side == "cloud" else [])
+            lease_ms=p["lease_ms"],
+            robots=robots if self.side == "cloud" and not p["replica_id"] else [])
         try:
             self.session = zenoh.open(settings.zenoh_config())
         except zenoh.ZError as exc:
@@ -85,6 +100,7 @@ class BridgeNode(Node):
                             jitter_s=p["link_jitter_ms"] / 1000, loss=p["link_loss"],
                             seed=p["link_seed"]) if emulate else None
         self.outgoing = DelayLine(link, self._put)
+        self.hops = hops.open_log(f"{self.side}_bridge")   # off unless SPEC_VLM_HOPS is set
         self.forwarded = {"up": 0, "down": 0}
         self.dropped = Counter()
         self._reported = Counter()
@@ -106,7 +122,13 @@ class BridgeNode(Node):
         in_direction = "down" if self.side == "robot" else "up"
         # Access control admits a subscription only to keys it allows: one per robot then.
         senders = [self.robot_id] if self.side == "robot" else robots or ["*"]
-        patterns = [f"spec_vlm/{sender}/{in_direction}/*" for sender in senders]
+        replica = p["replica_id"] if self.side == "cloud" else ""
+        self.membership = ReplicaMembership(self, self.session, replica) if replica else None
+        patterns = [f"spec_vlm/{replica + '/' if replica else ''}{sender}/{in_direction}/*"
+                    for sender in senders]
+        self.fleet = (RobotFleet(self, self.session, p["max_tracked_requests"],
+                                 self.incoming["error"][1].publish)
+                      if self.side == "robot" and p["fleet"] else None)
         self.subscribers = [self.session.declare_subscriber(pattern, self._incoming)
                             for pattern in patterns]
         self.get_logger().info(
@@ -117,24 +139,33 @@ class BridgeNode(Node):
                f"loss {p['link_loss']}" if link else ""))
 
     def _outgoing(self, topic: str, msg_type, data: bytes) -> None:
-        robot_id = deserialize_message(data, msg_type).robot_id
+        arrived = time.monotonic_ns()
+        msg = deserialize_message(data, msg_type)
+        self.hops.record("in", msg, arrived)
+        robot_id = msg.robot_id
         if self.side == "robot" and robot_id != self.robot_id:
             return  # another robot's edge on this domain has its own bridge
+        replica = self.fleet.replica(topic, msg) if self.fleet else ""
+        if replica is None:
+            self._drop("no live replica for its request", f"request {msg.request_id} {topic}")
+            return
         try:
-            key_expr = key(robot_id, self.out_direction, topic)
+            key_expr = key(robot_id, self.out_direction, topic, replica)
         except ValueError:
             self._drop("robot_id not a key", f"{robot_id!r} on {topic}")
             return
-        self.outgoing.send((key_expr, data))
+        self.outgoing.send((key_expr, data, msg))
 
     def _put(self, item) -> None:
-        key_expr, data = item
-        self.session.put(key_expr, data)
+        key_expr, data, msg = item
+        self.hops.record("out", msg)
+        self.session.put(key_expr, data, express=True)    # sent at once, never batched
         self.forwarded[self.out_direction] += 1
 
     def _incoming(self, sample) -> None:
         """zenoh's callback: must return whatever arrives, and publish only what decodes as
         the protocol message its key names, for the robot its key names."""
+        arrived = time.monotonic_ns()
         key_expr = str(sample.key_expr)
         try:
             robot_id, direction, topic = parse_key(key_expr)
@@ -144,13 +175,17 @@ class BridgeNode(Node):
             return
         data = sample.payload.to_bytes()
         try:
-            claimed = deserialize_message(data, msg_type).robot_id
+            msg = deserialize_message(data, msg_type)
         except Exception as exc:  # rclpy raises its RMWError for bytes that are no such message
             self._drop("malformed", f"{len(data)} bytes on {key_expr}: {exc}")
             return
-        if claimed != robot_id:
-            self._drop("robot_id differs from key", f"{claimed!r} on {key_expr}")
+        if msg.robot_id != robot_id:
+            self._drop("robot_id differs from key", f"{msg.robot_id!r} on {key_expr}")
             return
+        if self.fleet:
+            self.fleet.heard(msg)
+        self.hops.record("in", msg, arrived)
+        self.hops.record("out", msg)
         publisher.publish(data)
         self.forwarded[direction] += 1
 
