@@ -65,7 +65,10 @@ def processes_mentioning(text: str) -> list[str]:
 
 def test_quick_demo_runs_the_graph_and_writes_a_consistent_record(tiny_pair, tmp_path):
     out = tmp_path / "out"
-    result = demo("--quick", "--models", tiny_pair, "--out", out, "--max-decisions", 3)
+    # An edge-led mode, so that every decision verifies draft blocks (rounds > 0): with the
+    # default cloud_led, a random draft that never agrees is never worth a pass.
+    result = demo("--quick", "--models", tiny_pair, "--out", out, "--max-decisions", 3,
+                  "--mode", "preemptive")
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     assert not processes_mentioning(str(tiny_pair))            # the graph is gone
     assert "tasks succeeded" in result.stdout

@@ -60,6 +60,11 @@ def test_greedy_output_is_the_targets(family, mode, k, seeds):
         assert totals["hits"] > 0 and totals["misses"] > 0, totals
     if mode == "pipelined":
         assert totals["hits"] > 0 and totals["stale"] > 0, totals   # blocks used / dropped
-    if mode == "cloud_led":
+    if mode == "cloud_led" and k > 1:
         # the cloud decoded tokens itself and also verified some blocks in one pass
         assert totals["rounds"] > 0 and totals["passes"] < totals["tokens"], totals
+    elif mode == "cloud_led":
+        # a new cloud admits a robot's blocks only once its drafts were seen to agree, one
+        # token at a time here: within one short answer it stays a streaming decoder, one
+        # pass per token, never more (core/admission.py)
+        assert totals["passes"] == totals["tokens"], totals
