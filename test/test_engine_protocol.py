@@ -112,12 +112,15 @@ def test_trained_exit_adapter_changes_early_verdicts_never_the_output():
     assert early["identity"] and early["trained"] and early["identity"] != early["trained"]
 
 
-@pytest.mark.parametrize("mode", sorted(MODES))
+@pytest.mark.parametrize("mode", sorted(MODES) + ["stream"])
 def test_lossy_link_still_gives_the_targets_output_in_bounded_time(mode):
-    config = EdgeConfig(resend_after_s=0.05, deadline_s=20.0)
+    """Every mode, and cloud-only streaming (cloud_led, no drafts: only its resent catch-up
+    request recovers a lost commit)."""
+    config = EdgeConfig(resend_after_s=0.05, deadline_s=20.0, drafting=mode != "stream")
     for seed in range(4):
         pair = llama_pair(seed)
-        params = DecodingParams(mode=MODES[mode], block_size=3, max_new_tokens=MAX_NEW)
+        params = DecodingParams(mode=MODES.get(mode, MODES["cloud_led"]), block_size=3,
+                                max_new_tokens=MAX_NEW)
         links = [LinkEmulator(latency_s=0.002, jitter_s=0.004, loss=0.2, duplicate=0.2,
                               reorder=0.2, reorder_delay_s=0.01, seed=seed * 2 + i)
                  for i in range(2)]

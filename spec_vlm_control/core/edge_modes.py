@@ -268,8 +268,14 @@ class DraftChain(Plain):
             self.sent = len(known)
 
     def resend(self, s: EdgeSession) -> None:
+        """No progress for resend_after_s: the chain beyond the known prefix goes out again,
+        which also asks for a catch-up if commits were lost. Without drafts an empty block
+        naming the known prefix asks for the catch-up alone (a lost commit would otherwise
+        stall cloud-only streaming until the deadline); it expects no verdict."""
         if s.seq is not None and self.drafting:
-            self.send_from(s, len(s.tokens))           # asks for a catch-up if commits were lost
+            self.send_from(s, len(s.tokens))
+        elif not self.drafting:
+            s.send(s.message(list(s.tokens), [], []))
 
 
 def edge_policy(params: DecodingParams, config: EdgeConfig) -> Plain:
