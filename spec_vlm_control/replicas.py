@@ -11,16 +11,25 @@ after others join, and nowhere once that replica is gone (its requests are answe
 SESSION_GONE by the robot's bridge). The table is bounded; the oldest entries are forgotten,
 and a forgotten request's messages follow the hash again (the same replica unless the live
 set changed since).
+
+A replica whose token lives but which answers nothing (a wedged verifier, or a process that
+holds a token without serving) would otherwise take 1/n of the new requests, each ending only
+by the edge's deadline. So a request that hears nothing from its replica within
+`answer_within_s` is failed like a gone replica's, and that replica takes no new request for
+`RETRY_SILENT_AFTER` times that bound, or until any of its requests is answered or its token
+is declared again.
 """
 from __future__ import annotations
 
 import hashlib
 import threading
+import time
 from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Iterable, Optional
 
 TOKENS = "spec_vlm/replicas"
+RETRY_SILENT_AFTER = 10     # x answer_within_s: a silent replica's pause before it is tried again
 
 
 def token_key(replica_id: str) -> str:
@@ -54,17 +63,21 @@ class Route:
     epoch: int = 0            # the last cloud_epoch heard for the request (0: none yet)
     ended: bool = False       # finished, failed or cancelled: nothing left to fail
     gone: bool = False        # its replica left: its messages go nowhere
+    sent: float = 0.0         # time.monotonic() when it was assigned
+    answered: bool = False    # its replica has sent a message for it
 
 
 class Assignments:
     """The live replicas and the sticky request -> replica table of one robot's bridge.
     Thread-safe: zenoh's callbacks and ROS's executor both call it."""
 
-    def __init__(self, max_requests: int = 1024):
+    def __init__(self, max_requests: int = 1024, answer_within_s: float = 5.0):
         if max_requests < 1:
             raise ValueError("max_requests must be at least 1")
         self.max_requests = max_requests
+        self.answer_within_s = answer_within_s
         self.live: set[str] = set()
+        self.silent: dict[str, float] = {}      # replica -> until when it takes no request
         self._routes: OrderedDict[tuple[str, int], Route] = OrderedDict()
         self._lock = threading.Lock()
 
@@ -73,6 +86,7 @@ class Assignments:
         with self._lock:
             new = replica_id not in self.live
             self.live.add(replica_id)
+            self.silent.pop(replica_id, None)
             return new
 
     def leave(self, replica_id: str) -> list[tuple[str, int, int]]:
@@ -89,31 +103,64 @@ class Assignments:
                         route.ended = True
             return serving
 
-    def route(self, robot_id: str, request_id: int) -> Optional[str]:
+    def route(self, robot_id: str, request_id: int,
+              now: Optional[float] = None) -> Optional[str]:
         """The replica this request's messages go to: its own if it has one (None if that
-        replica is gone), else the rendezvous choice among the live ones, remembered."""
+        replica is gone), else the rendezvous choice among the live ones not paused for
+        silence, remembered."""
+        now = time.monotonic() if now is None else now
         with self._lock:
             found = self._routes.get((robot_id, request_id))
             if found is not None:
                 return None if found.gone else found.replica
-            replica = rendezvous(robot_id, request_id, self.live)
+            replica = rendezvous(robot_id, request_id,
+                                 [r for r in self.live if self.silent.get(r, now) <= now])
             if replica is not None:
-                self._routes[(robot_id, request_id)] = Route(replica)
+                self._routes[(robot_id, request_id)] = Route(replica, sent=now)
                 while len(self._routes) > self.max_requests:
                     self._routes.popitem(last=False)
             return replica
 
-    def heard(self, robot_id: str, request_id: int, epoch: int, ended: bool) -> None:
-        """A message of the cloud for this request: its epoch, and whether it ends it."""
+    def heard(self, robot_id: str, request_id: int, epoch: int, ended: bool,
+              replica: Optional[str] = None) -> bool:
+        """A message of the cloud for this request: its epoch, and whether it ends it. False
+        (nothing recorded) when it comes from a replica that is not the request's."""
         with self._lock:
             route = self._routes.get((robot_id, request_id))
+            if route is not None and replica is not None and replica != route.replica:
+                return False
             if route is not None:
                 route.epoch = epoch or route.epoch
                 route.ended = route.ended or ended
+                route.answered = True
+                self.silent.pop(route.replica, None)
+            return True
+
+    def unanswered(self, now: Optional[float] = None) -> list[tuple[str, str, int, int]]:
+        """(replica, robot_id, request_id, epoch) of each request that heard nothing from its
+        replica within `answer_within_s`, to be failed now; its later messages are dropped and
+        its replica is paused (module docstring)."""
+        now = time.monotonic() if now is None else now
+        with self._lock:
+            overdue = []
+            for (robot_id, request_id), route in self._routes.items():
+                if (not route.answered and not route.ended
+                        and now - route.sent > self.answer_within_s):
+                    route.ended = route.gone = True
+                    overdue.append((route.replica, robot_id, request_id, route.epoch))
+                    self.silent[route.replica] = now + RETRY_SILENT_AFTER * self.answer_within_s
+            return overdue
 
     def end(self, robot_id: str, request_id: int) -> None:
         """The robot cancelled the request: its replica may leave without failing it."""
-        self.heard(robot_id, request_id, 0, True)
+        with self._lock:
+            route = self._routes.get((robot_id, request_id))
+            if route is not None:
+                route.ended = True
+
+    def __contains__(self, request: tuple[str, int]) -> bool:
+        with self._lock:
+            return request in self._routes
 
     def __len__(self) -> int:
         return len(self._routes)

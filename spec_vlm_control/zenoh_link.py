@@ -7,8 +7,9 @@ feeds it the raw bytes of ROS messages and publishes what comes out, never re-en
 Key expressions: spec_vlm/<robot_id>/up/<topic> (edge -> cloud) and
 spec_vlm/<robot_id>/down/<topic> (cloud -> edge), <topic> being the last part of the ROS
 topic name (request, draft, cancel, verdict, committed, error). Behind a zenoh router serving
-several cloud replicas, uplink keys name the replica: spec_vlm/<replica>/<robot_id>/up/<topic>
-(docs/scaleout.md).
+several cloud replicas, keys name the replica both ways:
+spec_vlm/<replica>/<robot_id>/{up,down}/<topic> (docs/scaleout.md), so that the router's
+access control can bind each replica to its own keys.
 """
 from __future__ import annotations
 
@@ -24,6 +25,7 @@ from typing import Callable, Optional
 import zenoh
 
 from .core.link import LinkEmulator
+from .replicas import TOKENS, token_key
 
 ROOT = "spec_vlm"
 
@@ -43,6 +45,12 @@ def parse_key(key_expr: str) -> tuple[str, str, str]:
     if root != ROOT or len(parts) not in (4, 5):
         raise ValueError(f"not a spec_vlm key: {key_expr}")
     return robot_id, direction, topic
+
+
+def key_replica(key_expr: str) -> str:
+    """The replica a fleet's key names ('' in one cloud's keys)."""
+    parts = str(key_expr).split("/")
+    return parts[1] if len(parts) == 5 else ""
 
 
 class InsecureEndpoint(ValueError):
@@ -91,30 +99,64 @@ def check_credentials(path: str) -> None:
         raise ValueError(f"{path} holds no user:password line")
 
 
-def access_control(robots: list[str], usernames: bool, cert_common_names: bool) -> dict:
-    """Zenoh access-control rules for the cloud's side of the link: each robot, known by its
-    zenoh user name or its certificate's common name (both equal to its robot_id), may put
-    only under its own `up` keys and subscribe only to its own `down` keys; everything else
-    (another robot's keys, any `down` put from a robot) is denied. Applied on the session the
-    robots connect to, so only that session (the cloud) sends `down` messages to a robot."""
+def access_control(robots: list[str], usernames: bool, cert_common_names: bool,
+                   replicas: list[str] = ()) -> dict:
+    """Zenoh access-control rules for the session the robots connect to, default deny. Each
+    robot and replica is known by its zenoh user name or its certificate's common name (equal
+    to its robot_id or replica_id).
+
+    One cloud (no `replicas`, the cloud bridge's session): each robot may put only under its
+    own `up` keys and subscribe only to its own `down` keys, so only the cloud sends `down`
+    messages to a robot. A fleet (`replicas`, the router's session, docs/scaleout.md): each
+    robot may put only its own uplink to a listed replica and receive only its own downlink
+    and the replicas' tokens; each replica may receive only the uplink keyed to it, put only
+    the downlink keyed to it (of listed robots), and hold only its own token."""
     if not (usernames or cert_common_names):
         raise ValueError("access control needs robots to authenticate: set credentials_file "
                          "(user/password) or mutual TLS (certificate common names)")
-    rules, subjects, policies = [], [], []
+    if set(robots) & set(replicas):
+        raise ValueError(f"ids {sorted(set(robots) & set(replicas))} name both a robot and "
+                         "a replica")
+    for name in replicas:
+        token_key(name)                           # ids must be plain key chunks (robots: key)
+    tokens = f"{TOKENS}/*"
+    # A replica's bridge subscribes to every robot's uplink keyed to it; which robot may put
+    # there is the robots' rules.
+    replica_uplinks = {replica: f"{ROOT}/{replica}/*/up/*" for replica in replicas}
+    members = {}                                  # id -> {rule: (message, flow, key_exprs)}
     for robot in robots:
-        key(robot, "up", "x")                     # robot ids must be plain key chunks
-        up, down = f"{ROOT}/{robot}/up/*", f"{ROOT}/{robot}/down/*"
-        allowed = {f"{robot}-up": ("put", "ingress", up),
-                   f"{robot}-up-subscriber": ("declare_subscriber", "egress", up),
-                   f"{robot}-down": ("put", "egress", down),
-                   f"{robot}-down-subscriber": ("declare_subscriber", "ingress", down)}
-        rules += [{"id": rule, "messages": [message], "flows": [flow], "permission": "allow",
-                   "key_exprs": [key_expr]}
-                  for rule, (message, flow, key_expr) in allowed.items()]
-        identities = ([{"id": f"{robot}-user", "usernames": [robot]}] if usernames else []) + (
-            [{"id": f"{robot}-cert", "cert_common_names": [robot]}] if cert_common_names else [])
+        uplink = [key(robot, "up", "*", replica) for replica in replicas or [""]]
+        downlink = [key(robot, "down", "*", "*" if replicas else "")]
+        members[robot] = {"up": ("put", "ingress", uplink),
+                          "up-subscriber": ("declare_subscriber", "egress",
+                                            list(replica_uplinks.values()) or uplink),
+                          "down": ("put", "egress", downlink),
+                          "down-subscriber": ("declare_subscriber", "ingress", downlink)}
+        if replicas:
+            members[robot].update({
+                "token-subscriber": ("declare_liveliness_subscriber", "ingress", [tokens]),
+                "token-query": ("liveliness_query", "ingress", [tokens]),
+                "token-reply": ("reply", "egress", [tokens]),
+                "tokens": ("liveliness_token", "egress", [tokens])})
+    for replica in replicas:
+        uplink = [replica_uplinks[replica]]
+        members[replica] = {"up": ("put", "egress", uplink),
+                            "up-subscriber": ("declare_subscriber", "ingress", uplink),
+                            "down": ("put", "ingress",
+                                     [key(robot, "down", "*", replica) for robot in robots]),
+                            "down-subscriber": ("declare_subscriber", "egress",
+                                                [key(robot, "down", "*", "*") for robot in robots]),
+                            "token": ("liveliness_token", "ingress", [token_key(replica)])}
+    rules, subjects, policies = [], [], []
+    for member, allowed in members.items():
+        rules += [{"id": f"{member}-{rule}", "messages": [message], "flows": [flow],
+                   "permission": "allow", "key_exprs": key_exprs}
+                  for rule, (message, flow, key_exprs) in allowed.items()]
+        identities = ([{"id": f"{member}-user", "usernames": [member]}] if usernames else []) + (
+            [{"id": f"{member}-cert", "cert_common_names": [member]}] if cert_common_names
+            else [])
         subjects += identities
-        policies.append({"id": robot, "rules": list(allowed),
+        policies.append({"id": member, "rules": [f"{member}-{rule}" for rule in allowed],
                          "subjects": [s["id"] for s in identities]})
     return {"enabled": True, "default_permission": "deny", "rules": rules,
             "subjects": subjects, "policies": policies}
@@ -140,6 +182,7 @@ class LinkSettings:
     password_file: str = ""                  # file holding the password (never a parameter)
     credentials_file: str = ""               # user:password lines the listening side accepts
     robots: list[str] = field(default_factory=list)   # access control: who may use which keys
+    replicas: list[str] = field(default_factory=list)  # a fleet's router: its replicas' ids
     lease_ms: int = 10000                    # zenoh's default: others drop this side when
                                              # they hear nothing from it for this long
 
@@ -169,7 +212,7 @@ class LinkSettings:
             settings["transport/auth/usrpwd/dictionary_file"] = self.credentials_file
         if self.robots:
             settings["access_control"] = access_control(
-                self.robots, usernames=bool(self.credentials_file),
+                self.robots, usernames=bool(self.credentials_file), replicas=self.replicas,
                 cert_common_names=self.tls_mutual and tls_endpoints(self.listen))
         config = zenoh.Config()
         for path, value in settings.items():

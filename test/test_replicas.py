@@ -49,8 +49,9 @@ def test_assignment_is_sticky_and_a_gone_replica_fails_only_its_open_requests():
     table.join("c")                          # later blocks of earlier requests stay put
     assert {i: table.route("go2", i) for i in range(40)} == first
     on_a = [i for i in first if first[i] == "a"]
-    table.heard("go2", on_a[0], epoch=99, ended=False)
-    table.heard("go2", on_a[1], epoch=99, ended=True)        # finished: nothing to fail
+    assert not table.heard("go2", on_a[0], epoch=7, ended=True, replica="b")  # not its replica
+    assert table.heard("go2", on_a[0], epoch=99, ended=False, replica="a")
+    assert table.heard("go2", on_a[1], epoch=99, ended=True)  # finished: nothing to fail
     table.end("go2", on_a[2])                                 # cancelled by the robot
     failed = table.leave("a")
     assert sorted(failed) == sorted([("go2", on_a[0], 99)]
@@ -72,6 +73,41 @@ def test_the_table_is_bounded_and_forgets_the_oldest():
     table.join("b")
     assert table.route("go2", 0) == "b"        # forgotten: follows the hash again
     assert table.route("go2", 4) is None       # remembered: its replica is gone
+
+
+def test_a_silent_replica_fails_its_unanswered_requests_and_is_paused():
+    """A replica whose token lives but which answers nothing: its requests fail after
+    answer_within_s, it takes no new request while paused, and an answer, a re-declared
+    token or the end of the pause brings it back."""
+    table = Assignments(answer_within_s=2.0)
+    table.join("a")
+    table.join("b")
+    on = {r: [i for i in range(40) if rendezvous("go2", i, "ab") == r] for r in "ab"}
+    for i in range(40):
+        table.route("go2", i, now=0.0)
+    for i in on["b"]:
+        table.heard("go2", i, epoch=5, ended=False)              # b answers
+    table.end("go2", on["a"][0])                                  # cancelled: nothing to fail
+    assert table.unanswered(now=2.0) == []                        # not late yet
+    assert sorted(table.unanswered(now=2.5)) == [("a", "go2", i, 0) for i in on["a"][1:]]
+    assert table.unanswered(now=3.0) == []                        # failed once
+    assert all(table.route("go2", i) is None for i in on["a"][1:])  # late answers go nowhere
+    assert {table.route("go2", 100 + i, now=3.0) for i in range(20)} == {"b"}   # a paused
+    for i in range(20):
+        table.heard("go2", 100 + i, epoch=5, ended=True)
+    table.heard("go2", on["a"][0], epoch=1, ended=True)           # a late answer: a is back
+    routed = {300 + i: table.route("go2", 300 + i, now=3.0) for i in range(20)}
+    assert set(routed.values()) == {"a", "b"}
+    for i in routed:
+        if routed[i] == "b":
+            table.heard("go2", i, epoch=5, ended=True)
+    assert {late[0] for late in table.unanswered(now=100.0)} == {"a"}   # a silent again
+    assert {table.route("go2", 400 + i, now=100.0) for i in range(20)} == {"b"}
+    table.join("a")                                               # token declared again
+    assert {table.route("go2", 500 + i, now=100.0) for i in range(20)} == {"a", "b"}
+    assert {late[0] for late in table.unanswered(now=200.0)} == {"a", "b"}
+    assert table.route("go2", 600, now=219.0) is None             # both paused ...
+    assert {table.route("go2", 600 + i, now=221.0) for i in range(20)} == {"a", "b"}  # ... over
 
 
 def test_no_replica_no_route():

@@ -1,6 +1,6 @@
-"""A fleet on loopback (docs/scaleout.md): a zenoh router with user/password authentication,
-cloud replicas (verifier + bridge, each in its own ROS domain, clients of the router) and
-four robots (edge + fleet bridge each; they share one ROS domain and tell their traffic apart
+"""A fleet on loopback (docs/scaleout.md): a zenoh router with user/password authentication
+and access control from its robots and replicas lists (docs/security.md), cloud replicas
+(verifier + bridge, each in its own ROS domain, clients of the router) and four robots (edge + fleet bridge each; they share one ROS domain and tell their traffic apart
 by robot_id). Round by round every robot decides once. One replica is killed while it is
 serving requests, one joins later; each request goes to the rendezvous choice among the
 replicas live when it started, the killed replica's requests fail at once with SESSION_GONE,
@@ -51,7 +51,8 @@ class Fleet:
 
     def start_router(self):
         router = self.graph.start_node(ROUTER, {"router_endpoint": self.endpoint},
-                                       {"credentials_file": str(self.tmp / "credentials")},
+                                       {"credentials_file": str(self.tmp / "credentials"),
+                                        "robots": ROBOTS, "replicas": list("abc")},
                                        self.config_dir)
         self.graph.wait_for_log(router, "listening")
 

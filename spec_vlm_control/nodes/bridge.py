@@ -33,7 +33,7 @@ from spec_vlm_control.core.link import LinkEmulator
 from spec_vlm_control.nodes.bridge_fleet import ReplicaMembership, RobotFleet
 from spec_vlm_control.nodes.common import (PROTOCOL_QOS, ConfigError, OneOf, Range,
                                            declare_parameters, spin)
-from spec_vlm_control.zenoh_link import DelayLine, LinkSettings, key, parse_key
+from spec_vlm_control.zenoh_link import DelayLine, LinkSettings, key, key_replica, parse_key
 
 PARAMETERS = {
     "side": ("robot", "'robot' (forwards requests and drafts up) or 'cloud' (forwards "
@@ -72,6 +72,9 @@ PARAMETERS = {
                      "each request goes to a live replica (rendezvous hashing)"),
     "max_tracked_requests": (1024, "robot side, fleet: requests whose replica is remembered",
                              Range(1, 1000000)),
+    "replica_answer_s": (5.0, "robot side, fleet: a request that hears nothing from its "
+                              "replica this long fails (SESSION_GONE) and the replica takes no "
+                              "new request for 10x this long", Range(0.1, 600.0)),
 }
 
 
@@ -124,10 +127,12 @@ class BridgeNode(Node):
         senders = [self.robot_id] if self.side == "robot" else robots or ["*"]
         replica = p["replica_id"] if self.side == "cloud" else ""
         self.membership = ReplicaMembership(self, self.session, replica) if replica else None
-        patterns = [f"spec_vlm/{replica + '/' if replica else ''}{sender}/{in_direction}/*"
+        self.replica_id = replica                # a fleet's keys name the replica both ways
+        keyed = replica or ("*" if self.side == "robot" and p["fleet"] else "")
+        patterns = [f"spec_vlm/{keyed + '/' if keyed else ''}{sender}/{in_direction}/*"
                     for sender in senders]
         self.fleet = (RobotFleet(self, self.session, p["max_tracked_requests"],
-                                 self.incoming["error"][1].publish)
+                                 self.incoming["error"][1].publish, p["replica_answer_s"])
                       if self.side == "robot" and p["fleet"] else None)
         self.subscribers = [self.session.declare_subscriber(pattern, self._incoming)
                             for pattern in patterns]
@@ -145,7 +150,7 @@ class BridgeNode(Node):
         robot_id = msg.robot_id
         if self.side == "robot" and robot_id != self.robot_id:
             return  # another robot's edge on this domain has its own bridge
-        replica = self.fleet.replica(topic, msg) if self.fleet else ""
+        replica = self.fleet.replica(topic, msg) if self.fleet else self.replica_id
         if replica is None:
             self._drop("no live replica for its request", f"request {msg.request_id} {topic}")
             return
@@ -182,8 +187,9 @@ class BridgeNode(Node):
         if msg.robot_id != robot_id:
             self._drop("robot_id differs from key", f"{msg.robot_id!r} on {key_expr}")
             return
-        if self.fleet:
-            self.fleet.heard(msg)
+        if self.fleet and not self.fleet.heard(msg, key_replica(key_expr)):
+            self._drop("not its request's replica", key_expr)
+            return
         self.hops.record("in", msg, arrived)
         self.hops.record("out", msg)
         publisher.publish(data)

@@ -4,9 +4,11 @@ Robot side (`fleet: true`): each uplink message goes to its request's replica (r
 when a replica's token goes away, every request it was serving is answered at once, on this
 robot's ROS domain, with DecodeError SESSION_GONE carrying the last cloud_epoch heard for the
 request (0 if none): the edge fails SESSION_GONE from any epoch at once (core/edge.py), so the
-agent's next request goes to a live replica. A new request while no replica is live is
-answered with OVERLOADED. Cloud side (`replica_id` set): the replica's token is held while
-its verifier subscribes to requests.
+agent's next request goes to a live replica. A request that hears nothing from its replica
+within `replica_answer_s` is failed the same way and that replica is paused (replicas.py). A
+new request while no replica is live (or all are paused) is answered with OVERLOADED. Cloud
+side (`replica_id` set): the replica's token is held while its verifier subscribes to
+requests.
 """
 from __future__ import annotations
 
@@ -30,26 +32,42 @@ def ends(msg) -> bool:
 
 
 class RobotFleet:
-    def __init__(self, node, session, max_requests: int, answer: Callable[[Error], None]):
+    def __init__(self, node, session, max_requests: int, answer: Callable[[Error], None],
+                 answer_within_s: float):
         self.log = node.get_logger()
         self.answer = answer
-        self.assignments = Assignments(max_requests)
+        self.assignments = Assignments(max_requests, answer_within_s)
         self.watch = ReplicaWatch(session, self.assignments, self._joined, self._gone)
+        node.create_timer(min(0.5, answer_within_s / 4), self._check_answers)
         self.log.info(f"fleet: live replicas {sorted(self.assignments.live)}")
 
     def replica(self, topic: str, msg) -> Optional[str]:
         """The replica this uplink message goes to; None: it goes nowhere (answered, if a
         new request, with OVERLOADED)."""
-        replica = self.assignments.route(msg.robot_id, msg.request_id)
+        request = (msg.robot_id, msg.request_id)
+        new = request not in self.assignments
+        replica = self.assignments.route(*request)
         if isinstance(msg, protocol.Cancel):
-            self.assignments.end(msg.robot_id, msg.request_id)
-        if replica is None and topic == topics.REQUEST and not self.assignments.live:
+            self.assignments.end(*request)
+        if replica is None and topic == topics.REQUEST and new:
             self.answer(Error(robot_id=msg.robot_id, request_id=msg.request_id,
                               code=Error.CODE_OVERLOADED, reason="no live cloud replica"))
         return replica
 
-    def heard(self, msg) -> None:
-        self.assignments.heard(msg.robot_id, msg.request_id, msg.cloud_epoch, ends(msg))
+    def heard(self, msg, replica: str) -> bool:
+        """A downlink message from `replica` (its key's): False if that replica does not
+        serve its request (a replica answering another's request: dropped)."""
+        return self.assignments.heard(msg.robot_id, msg.request_id, msg.cloud_epoch,
+                                      ends(msg), replica)
+
+    def _check_answers(self) -> None:
+        for replica_id, robot_id, request_id, epoch in self.assignments.unanswered():
+            self.log.warning(f"replica {replica_id} did not answer request {request_id} of "
+                             f"{robot_id} within {self.assignments.answer_within_s:g} s; "
+                             "failing it and pausing the replica")
+            self.answer(Error(robot_id=robot_id, request_id=request_id,
+                              code=Error.CODE_SESSION_GONE, cloud_epoch=epoch,
+                              reason=f"cloud replica {replica_id} did not answer"))
 
     def _joined(self, replica_id: str) -> None:
         self.log.info(f"replica joined: {replica_id}")
