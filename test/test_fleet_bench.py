@@ -96,3 +96,6 @@ def test_quick_run_structure_and_consistency(tmp_path):
     micro = r["per_pass_microbenchmark"]
     assert "error" in micro or [(x["sessions"], x["positions"]) for x in micro["rows"]] == \
         [(8, 1), (8, 5), (32, 5)]
+    mixed = micro.get("prefill_mixed", {})        # 1 image prefill + 7 blocks of 5
+    assert "error" in micro or (mixed["blocks"], mixed["positions"], mixed["separate_padding"],
+                                mixed["one_pass_padding"] > 0) == (7, 5, 0.0, True)

@@ -165,13 +165,22 @@ def main_runs(args, workload, runs: Runs) -> dict:
 
 
 def per_pass_microbenchmark(workload, repeats: int) -> dict:
-    """core/batch.py's microbenchmark on the demo target. A failure there is reported in
-    the results (and printed) rather than losing the fleet runs."""
-    from ..core.batch import microbenchmark
+    """core/batch.py's microbenchmarks on the demo target: batched against one session per
+    pass, and one scene's image prefill beside 7 blocks of 5 against separate passes. A
+    failure there is reported in the results (and printed) rather than losing the fleet
+    runs."""
+    from ..core.batch import microbenchmark, prefill_microbenchmark
+    from ..core.cloud import CloudConfig
+    from ..core.protocol import DecodingParams
     print("per-pass microbenchmark (core/batch.py)")
     out = dict(clock="wall time (perf_counter), median of repeats", target="the demo pair's")
     try:
         out["rows"] = microbenchmark(workload.target.adapter, repeats=repeats)
+        defaults = CloudConfig()
+        prompt = workload.cloud_prompt(workload.request(0, 0, DecodingParams()))
+        out["prefill_mixed"] = prefill_microbenchmark(
+            workload.target.adapter, prompt, budget=defaults.pass_token_budget,
+            max_padding=defaults.max_prefill_padding, repeats=repeats)
     except ValueError as error:
         out["error"] = str(error)
         print(f"per-pass microbenchmark failed: {error}")
@@ -248,6 +257,13 @@ def tables(results: dict) -> str:
         lines += [f"| {r['sessions']} × {r['positions']} | {1000 * r['batched_s']:.1f} | "
                   f"{1000 * r['one_per_pass_s']:.1f} | {r['speedup']:.2f} |"
                   for r in micro["rows"]]
+        m = micro["prefill_mixed"]
+        lines += ["", f"One image prefill ({m['prompt_positions']} positions) and "
+                  f"{m['blocks']} blocks of {m['positions']} positions (scheduled: a chunk of "
+                  f"{m['chunk']} beside the blocks, the rest alone):", "",
+                  "| plan | ms | padding |", "|---|---|---|"]
+        lines += [f"| {plan.replace('_', ' ')} | {1000 * m[plan + '_s']:.1f} | "
+                  f"{m[plan + '_padding']:.2f} |" for plan in ("separate", "one_pass", "scheduled")]
     return "\n".join(lines) + "\n"
 
 

@@ -90,12 +90,17 @@ class CostedAdapter:
         return state
 
     def feed_prompt(self, state, positions):
-        self.clock.advance(self._charge(min(positions, len(state.unfed))))
-        self.adapter.feed_prompt(state, positions)
+        self.extend_batch([], [], chunks=[(state, positions)])
 
-    def extend_batch(self, states, tokens, on_layer=None):
-        """A batched pass costs one pass plus every row's positions (padding is free)."""
-        step = self._charge(sum(len(row) + 1 for row in tokens)) / self.adapter.num_layers
+    def extend_batch(self, states, tokens, on_layer=None, chunks=()):
+        """A batched pass costs one pass plus every row's positions, prompt chunks included
+        (padding is free)."""
+        positions = sum(len(row) + 1 for row in tokens) + sum(min(n, len(state.unfed))
+                                                              for state, n in chunks)
+        if not states:                              # prompt chunks alone: no layer hook
+            self.clock.advance(self._charge(positions))
+            return self.adapter.extend_batch(states, tokens, on_layer, chunks)
+        step = self._charge(positions) / self.adapter.num_layers
         charged = set()
 
         def charge(row, layer, hidden):
@@ -105,7 +110,7 @@ class CostedAdapter:
             if on_layer is not None:
                 on_layer(row, layer, hidden)
 
-        return self.adapter.extend_batch(states, tokens, charge)
+        return self.adapter.extend_batch(states, tokens, charge, chunks)
 
     def crop(self, state, cache_length, pending):
         self.adapter.crop(state, cache_length, pending)

@@ -12,8 +12,10 @@ the block naming the committed prefix; cloud-led sessions never wait for the edg
 nothing worth verifying queued, the cloud decodes one token itself, commits it and streams
 it. The verifier is the scheduler: each unit of work gathers what every session's policy asks
 for and runs it as one batched target pass (core/target_pass.py), then commits and answers
-each session's outcome; a prompt prefill runs alone, a chunk of at most pass_token_budget
-positions per pass, so a long prompt does not stall the others (`_choose`). One session per
+each session's outcome. A prompt enters its session's cache a chunk per pass, in the same
+pass as the others' blocks and steps, chunks sized so that padding stays within
+max_prefill_padding (core/batch.py `prefill_width`), so a new robot's image prefill neither
+stalls the others' verification nor waits for a pass of its own (`_choose`). One session per
 pass (max_batch_sessions = 1) is the same code. A pass that raises (not a process fault) is
 re-run one session at a time and only the session that raises fails (INTERNAL).
 
@@ -47,7 +49,7 @@ from .sequence import Sequence
 from .verdict import Judgement, VerdictRule
 from .validation import (BadMessage, addressable, check_message, fault_reason,
                          is_process_fault)
-from .batch import PassLog
+from .batch import PassLog, prefill_width
 from .target_pass import Row, TargetPass
 
 
@@ -79,6 +81,9 @@ class CloudConfig:
                                      # prompt prefill feeds at most this many per pass
     max_wait_ms: float = 50.0        # work ready this long goes first; prefills yield to
                                      # other work until then
+    max_prefill_padding: float = 0.25  # a prompt chunk beside other rows is at most as wide
+                                       # as keeps this share of the pass's positions padding,
+                                       # until it has waited max_wait_ms (docs/fleet.md)
 
 
 class RequestRate:
@@ -326,86 +331,102 @@ class CloudVerifier:
         """Expire idle sessions, then one target pass over the work `_choose` picks."""
         self.expire()
         start = self.clock.now()
-        chosen = self._choose(start)
+        chosen, chunk = self._choose(start)
         if chosen:
             waits = [start - s.waiting_since for s, _ in chosen]
-            if chosen[0][1] is None:
-                self._prefill(chosen[0][0])
-            else:
-                self._run(chosen)
+            fed = [len(p.tokens) + 1 if p else min(chunk, s.seq.unfed) for s, p in chosen]
+            self._run(chosen, chunk)
             end = self.clock.now()
-            self.log.record(start, end, waits,
-                            [(len(p.tokens) + 1) if p else 0 for _, p in chosen])
+            self.log.record(start, end, waits, fed, sum(p is None for _, p in chosen))
             for (s, p), wait in zip(chosen, waits):
                 if p is not None:        # the longest a decoding session waited for a pass
                     s.counts["max_wait_s"] = max(s.counts.get("max_wait_s", 0.0), wait)
                 s.counts["busy_s"] += end - start
                 s.busy.append((start, end))
-                s.waiting_since = None
+                if p is not None:        # a prompt's wait runs until all of it is in
+                    s.waiting_since = None
         self._stamp(self.clock.now())
 
-    def _choose(self, now: float) -> list[tuple[CloudSession, Optional[Pass]]]:
-        """The work of the next pass, oldest-waiting first: work ready for max_wait_ms or
-        longer, then the other sessions' passes, then prefills (a new robot's prompt waits
-        for the others' verification at most max_wait_ms). A prefill runs alone (Pass None);
-        otherwise up to max_batch_sessions passes whose rows x longest row stay within
-        pass_token_budget join the oldest (which runs even beyond the budget). A session's
+    def _choose(self, now: float) -> tuple[list[tuple[CloudSession, Optional[Pass]]], int]:
+        """The work of the next pass and the positions each prompt row feeds in it.
+        Oldest-waiting first: work ready for max_wait_ms or longer, then the other sessions'
+        passes, then prefills (a new robot's prompt waits for the others' verification at
+        most max_wait_ms). Up to max_batch_sessions rows whose rows x longest row stay
+        within pass_token_budget join the oldest (which runs even beyond the budget); a
+        prefilling session's row (Pass None) is a chunk of its prompt, as wide as
+        `prefill_width` allows within max_prefill_padding, or within the budget alone once
+        the prompt has waited max_wait_ms (a prompt's wait runs until all of it is in, so a
+        new robot's prefill takes at most about max_wait_ms longer than alone). A session's
         wait restarts after each of its passes, so every ready session is served in turn."""
-        due = now - self.config.max_wait_ms / 1000.0
+        cfg = self.config
+        due = now - cfg.max_wait_ms / 1000.0
         ready = [s for s in self.sessions.values() if self._ready(s)]
         for s in ready:
             if s.waiting_since is None:
                 s.waiting_since = now
         ready.sort(key=lambda s: (0 if s.waiting_since <= due else 1 + self._prefilling(s),
                                   s.waiting_since))
-        if not ready or self._prefilling(ready[0]):
-            return [(ready[0], None)] if ready else []
         chosen: list[tuple[CloudSession, Optional[Pass]]] = []
         width = fed = 0
         for s in ready:
-            if len(chosen) == self.config.max_batch_sessions:
+            if len(chosen) == cfg.max_batch_sessions:
                 break
             if self._prefilling(s):
+                if chosen and max(width, 1) * (len(chosen) + 1) > cfg.pass_token_budget:
+                    continue
+                if (s.seq is not None or self._begin(s)) and s.seq.unfed:
+                    chosen.append((s, None))
                 continue
             p = s.policy.next_pass(s, fed + 1)
             wider = max(width, len(p.tokens) + 1)
-            if chosen and wider * (len(chosen) + 1) > self.config.pass_token_budget:
+            if chosen and wider * (len(chosen) + 1) > cfg.pass_token_budget:
                 continue
             chosen.append((s, p))
             width, fed = wider, fed + len(p.tokens) + 1
-        return chosen
+        prompts = [s.seq.unfed for s, p in chosen if p is None]
+        if not prompts:
+            return chosen, 0
+        late = any(p is None and s.waiting_since <= due for s, p in chosen)
+        return chosen, prefill_width([len(p.tokens) + 1 for _, p in chosen if p is not None],
+                                     prompts, cfg.pass_token_budget,
+                                     1.0 if late else cfg.max_prefill_padding)
 
-    def _prefill(self, s: CloudSession) -> None:
-        """Build the prompt and feed its next chunk into the cache. Whatever the request's
-        content makes fail here (an undecodable image, the template, a prompt beyond
-        max_prompt_tokens) ends that request with BAD_REQUEST; a process fault (out of
-        memory, CUDA) propagates."""
+    def _begin(self, s: CloudSession) -> bool:
+        """Build s's prompt (the image through the vision tower, once) and open its
+        sequence, the prompt to be fed a chunk per pass; whether s still runs. Whatever the
+        request's content makes fail here (an undecodable image, the template, a prompt
+        beyond max_prompt_tokens) ends that request with BAD_REQUEST; a process fault (out
+        of memory, CUDA) propagates."""
         try:
-            if s.seq is None:
-                prompt = self.prompt_for(s.request)
-                length = int(prompt.input_ids.shape[1])
-                if length > self.config.max_prompt_tokens:
-                    raise BadMessage(f"prompt of {length} tokens > max_prompt_tokens "
-                                     f"{self.config.max_prompt_tokens}")
-                if not self._fits(s, length):
-                    return
-                s.seq = Sequence(self.target, prompt, chunked=True)
-            if s.seq.unfed:
-                s.seq.feed_prompt(self.config.pass_token_budget)
+            prompt = self.prompt_for(s.request)
+            length = int(prompt.input_ids.shape[1])
+            if length > self.config.max_prompt_tokens:
+                raise BadMessage(f"prompt of {length} tokens > max_prompt_tokens "
+                                 f"{self.config.max_prompt_tokens}")
+            if not self._fits(s, length):
+                return False
+            s.seq = Sequence(self.target, prompt, chunked=True)
+            return True
         except Exception as exc:
             if is_process_fault(exc):
                 raise
             self.refused += 1
             self._error(s.request, DecodeError.CODE_BAD_REQUEST, fault_reason(exc))
             self._finish(s, "refused")
+            return False
 
-    def _run(self, chosen: list[tuple[CloudSession, Pass]]) -> None:
-        """One batched target pass: each session's pass tokens after its committed prefix,
-        then per session commit the final verdict and answer it (a block's early verdicts
-        go out during the pass, as soon as its exit layer is done)."""
+    def _run(self, chosen: list[tuple[CloudSession, Optional[Pass]]], chunk: int) -> None:
+        """One batched target pass: each session's pass tokens after its committed prefix
+        and each prefilling session's next `chunk` prompt positions (its cache was reserved
+        when it began), then per session commit the final verdict and answer it (a block's
+        early verdicts go out during the pass, as soon as its exit layer is done)."""
         runs = []
-        growth = 0
+        growth = positions = 0
         for s, p in chosen:
+            if p is None:
+                runs.append((s, p, chunk))
+                positions += min(chunk, s.seq.unfed)
+                continue
             if not self._fits(s, len(p.tokens) + 1, growth):
                 continue
             growth += len(p.tokens) + 1
@@ -419,9 +440,9 @@ class CloudVerifier:
         t0 = self.clock.now()
         finals = self._pass(runs)
         seconds = self.clock.now() - t0
-        self.admission.costs.record(growth, seconds)
+        self.admission.costs.record(growth + positions, seconds)
         for (s, p, _), final in zip(runs, finals):
-            if final is None or s.finished:       # it failed, or ended during the pass
+            if final is None or s.finished:       # a prompt chunk, failed, or ended
                 continue
             s.policy.passed(p, final, seconds)
             s.counts["passes"] += 1
@@ -438,16 +459,21 @@ class CloudVerifier:
             self.send(verdict)
 
     def _pass(self, runs: list) -> list[Optional[Judgement]]:
-        """The rows' final verdicts from one pass. If it raises (not a process fault), no
-        sequence has changed: its sessions are re-run one at a time and the one that raises
-        ends with INTERNAL (None in its place); no other session notices."""
+        """The rows' final verdicts from one pass (None for a prompt chunk). If it raises
+        (not a process fault), no sequence has changed: its sessions are re-run one at a
+        time and the one that raises ends with INTERNAL (None in its place); no other
+        session notices."""
         try:
-            return self.target_pass.run([row for _, _, row in runs])
+            finals = iter(self.target_pass.run(
+                [row for _, p, row in runs if p is not None],
+                [(s.seq, chunk) for s, p, chunk in runs if p is None]))
+            return [None if p is None else next(finals) for _, p, _ in runs]
         except Exception as exc:
             if is_process_fault(exc):
                 raise
             if len(runs) > 1:
-                return [final for run in runs for final in self._pass([run])]
+                return [final for run in runs    # not re-run: one that ended in the batch
+                        for final in ([None] if run[0].finished else self._pass([run]))]
             self._error(runs[0][0].request, DecodeError.CODE_INTERNAL, fault_reason(exc))
             self._finish(runs[0][0], "failed")
             return [None]

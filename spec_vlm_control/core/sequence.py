@@ -4,8 +4,8 @@ Both sides keep one: the cloud's follows the committed prefix, the edge's follow
 it is drafting from. `tokens` are the generated tokens the model has seen, the last of them
 pending (base.py's invariant). Moving to another prefix rolls the cache back to the common
 part and feeds only what differs, so a rejected draft costs nothing but the crop. The cloud
-may open one `chunked`: its prompt then enters the cache a chunk per pass (`feed_prompt`)
-and the sequence takes generated tokens once `unfed` is 0.
+may open one `chunked`: its prompt then enters the cache a chunk per pass (`feed_batch`'s
+`prompts`) and the sequence takes generated tokens once `unfed` is 0.
 """
 from __future__ import annotations
 
@@ -43,9 +43,6 @@ class Sequence:
         """Positions the cache holds, or will once the prompt is in."""
         return self.state.cache_length + self.unfed
 
-    def feed_prompt(self, positions: int) -> None:
-        self.model.feed_prompt(self.state, positions)
-
     def feed(self, extra: list[int], on_layer: Optional[OnLayer] = None) -> torch.Tensor:
         """Logits after each of tokens[-1] + extra (len(extra)+1 rows). The caller then
         `settle`s on what it keeps; until then the cache also holds the fed tokens."""
@@ -53,10 +50,13 @@ class Sequence:
 
     @staticmethod
     def feed_batch(seqs: list["Sequence"], extras: list[list[int]],
-                   on_layer: Optional[RowOnLayer] = None) -> list[torch.Tensor]:
-        """`feed` of several sequences of one model in one pass (row b = seqs[b])."""
-        return seqs[0].model.extend_batch([s.state for s in seqs], [list(e) for e in extras],
-                                          on_layer)
+                   on_layer: Optional[RowOnLayer] = None,
+                   prompts: list[tuple["Sequence", int]] = ()) -> list[torch.Tensor]:
+        """`feed` of several sequences of one model in one pass (row b = seqs[b]); each
+        (sequence, positions) of `prompts` feeds that many more of its prompt in it too."""
+        model = (seqs or [seq for seq, _ in prompts])[0].model
+        return model.extend_batch([s.state for s in seqs], [list(e) for e in extras], on_layer,
+                                  [(seq.state, n) for seq, n in prompts])
 
     def settle(self, tokens: list[int]) -> None:
         """Make `tokens` the generated stream. Its last token becomes pending and the cache

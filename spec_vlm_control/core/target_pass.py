@@ -6,7 +6,8 @@ exit layer the exit head predicts the target's distribution at every block posit
 row, the row's verdict rule judges its block on it, and the row's `on_early` receives that
 *early verdict* while the later layers still run. The last layer's verdict is final: it is
 committed into the row's sequence and returned. Verifying a block and one autoregressive step
-(an empty block) are the same call; one sequence alone is a batch of one.
+(an empty block) are the same call; one sequence alone is a batch of one. Chunks of other
+sequences' prompts may share the pass (they are fed, not judged).
 """
 from __future__ import annotations
 
@@ -85,9 +86,10 @@ class TargetPass:
         return self.run([Row(seq, block, rule, start, q, on_early, candidates, room)])[0]
 
     @torch.inference_mode()
-    def run(self, rows: list[Row]) -> list[Judgement]:
+    def run(self, rows: list[Row], prompts: list[tuple[Sequence, int]] = ()) -> list[Judgement]:
         """One pass over every row's sequence (one target); each row's final verdict,
-        committed into its sequence. If the pass raises, no sequence has changed."""
+        committed into its sequence. Each (sequence, positions) of `prompts` feeds that many
+        more of its prompt in the same pass. If the pass raises, no sequence has changed."""
         eos = self.target.eos_token_ids
         ids = [None if r.candidates is None
                else r.candidates.for_block(r.block, self.target.device) for r in rows]
@@ -105,7 +107,7 @@ class TargetPass:
         early = self.exits and any(r.on_early for r in rows)
         try:
             logits = Sequence.feed_batch([r.seq for r in rows], [r.block for r in rows],
-                                         on_layer if early else None)
+                                         on_layer if early else None, prompts)
         except BaseException:
             for r in rows:            # rows an adapter fed before the one that raised
                 with contextlib.suppress(Exception):

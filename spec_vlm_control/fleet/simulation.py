@@ -106,8 +106,8 @@ class FleetRun:
     def summary(self) -> dict:
         """Latency of the measured decisions; rates over the window from the first measured
         request to the last measured answer. Sessions per pass and padding (the fraction of
-        the positions computed, rows x longest row, that were padding) over its
-        verification passes; a prompt prefill runs alone."""
+        the positions computed, rows x longest row, that were padding) over its passes
+        (prompt chunks share them)."""
         measured = self.measured
         ok = [d.latency for d in measured if not d.error]
         start = min(d.sent for d in measured)
@@ -115,7 +115,7 @@ class FleetRun:
         window = max(end - start, 1e-9)
         busy = sum(max(0.0, min(p.end, end) - max(p.start, start)) for p in self.passes)
         passes = [p for p in self.passes if start <= p.start < end]
-        fed = [p for p in passes if p.positions]      # verification passes (not prefills)
+        fed = [p for p in passes if p.positions]
         computed = sum(p.rows * p.width for p in fed)
         answered = [d for d in self.decisions if start < d.done <= end and not d.error]
         pct = (lambda q: float(np.percentile(ok, q))) if ok else (lambda q: math.inf)

@@ -94,10 +94,14 @@ class DecoderAdapter(ABC):
         token t: crop(state, old_cache_length + 1 + n, pending=t))."""
 
     def extend_batch(self, states: list[SequenceState], tokens: list[list[int]],
-                     on_layer: Optional[RowOnLayer] = None) -> list[torch.Tensor]:
+                     on_layer: Optional[RowOnLayer] = None,
+                     chunks: list[tuple[SequenceState, int]] = ()) -> list[torch.Tensor]:
         """`extend` of several sequences in one pass: row b feeds [states[b].pending] +
-        tokens[b] and gets its logits. This default runs the rows one by one; adapters that
-        batch override it (and make `extend` the batch of one)."""
+        tokens[b] and gets its logits; each (state, positions) of `chunks` feeds that many
+        more of its prompt in the same pass (no logits). This default runs the rows one by
+        one; adapters that batch override it (and make `extend` the batch of one)."""
+        for state, positions in chunks:
+            self.feed_prompt(state, positions)
         return [self.extend(state, row, None if on_layer is None
                             else (lambda layer, hidden, b=b: on_layer(b, layer, hidden)))
                 for b, (state, row) in enumerate(zip(states, tokens))]

@@ -15,7 +15,9 @@ so each row's real keys are contiguous and a query at slot P+i of row b is logic
 L_b+i. One explicit 4-D additive mask covers padding (keys before P-L_b), causality (keys
 after the query) and sliding windows (key slot <= query slot - window; padding shifts key and
 query alike), per layer kind. Positions are per row (1-D, or Qwen2-VL's 3-D M-RoPE); padded
-query slots repeat the row's last position and their outputs are dropped. A batch of one is
+query slots repeat the row's last position and their outputs are dropped. A row may also be a
+chunk of a prompt (`extend_batch`'s `chunks`): its embeddings (image features placed) and
+positions were computed when the sequence began, it is fed like any row and gives no logits. A batch of one is
 the same code with no padding: its view is the row's own cache. A pass that raises restores
 every row's cache to its length before the pass, so a failed batch can be re-run row by row.
 """
@@ -187,10 +189,8 @@ class LayeredAdapter(DecoderAdapter):
             self.feed_prompt(state, len(state.unfed))
         return state
 
-    @torch.no_grad()
     def feed_prompt(self, state: SequenceState, positions: int) -> None:
-        chunk, state.unfed = state.unfed.split(positions)
-        run_decoder(self.text_model, [(state, chunk)])
+        self.extend_batch([], [], chunks=[(state, positions)])
 
     def extend(self, state: SequenceState, tokens: list[int],
                on_layer: Optional[OnLayer] = None) -> torch.Tensor:
@@ -199,14 +199,24 @@ class LayeredAdapter(DecoderAdapter):
 
     @torch.no_grad()
     def extend_batch(self, states: list[SequenceState], tokens: list[list[int]],
-                     on_layer: Optional[RowOnLayer] = None) -> list[torch.Tensor]:
+                     on_layer: Optional[RowOnLayer] = None,
+                     chunks: list[tuple[SequenceState, int]] = ()) -> list[torch.Tensor]:
         rows = []
         for state, row in zip(states, tokens):
             ids = torch.tensor([[state.pending, *row]], dtype=torch.long, device=self.device)
             rope, layer = self.step_positions(state, ids.shape[1])
             rows.append((state, Feed(self.text_model.embed_tokens(ids), rope, layer)))
-        hidden = run_decoder(self.text_model, rows, on_layer)
-        logits = self.head(hidden)
+        split = [(state, state.unfed.split(positions)) for state, positions in chunks]
+        rows += [(state, chunk) for state, (chunk, _) in split]
+        def hook(b: int, layer: int, hidden: torch.Tensor) -> None:
+            if b < len(states):                  # prompt rows have no verdict to judge
+                on_layer(b, layer, hidden)
+        hidden = run_decoder(self.text_model, rows, None if on_layer is None else hook)
+        for state, (_, rest) in split:           # only once the pass went through
+            state.unfed = rest
+        if not states:
+            return []
+        logits = self.head(hidden[:len(states), :max(len(row) + 1 for row in tokens)])
         return [logits[b, :len(row) + 1] for b, row in enumerate(tokens)]
 
     def crop(self, state: SequenceState, cache_length: int, pending: int) -> None:
