@@ -39,6 +39,8 @@ REPLICA_ID = Arg("replica_id", "this cloud replica's id in the fleet (one per re
 FLEET = Arg("fleet", "True: cloud_endpoint is the router of a fleet of cloud replicas "
                      "(docs/scaleout.md)", "False")
 SIM_SEED = Arg("sim_seed", "scene of the simulated world", "0")
+SIM_TASK_MIX = Arg("sim_task_mix", "task mix the simulated scenes are sampled from (the "
+                                   "model pair's pair.json task_mix)", "one_goal")
 EXIT_ADAPTERS = Arg("exit_adapters", "folder of the target's trained exit adapters "
                                      "(the demo pair's: target/exits)", "")
 
@@ -66,6 +68,14 @@ class NodeSpec:
             found += [x for x in (v if isinstance(v, list) else [v]) if isinstance(x, Arg)]
         return found
 
+    @property
+    def members(self) -> tuple["NodeSpec", ...]:
+        return (self,)
+
+    def share(self, table: Mapping[str, dict]) -> Optional[dict]:
+        """This node's entry of a table by executable (the parameters a caller sets)."""
+        return table.get(self.executable)
+
     def reading(self, *files: str, **params) -> "NodeSpec":
         """This node with more YAML files after its own and more parameters set."""
         return replace(self, files=self.files + files, params={**self.params, **params})
@@ -81,23 +91,71 @@ class NodeSpec:
 
 
 @dataclass(frozen=True)
+class Colocated:
+    """Nodes of one site run in one process (colocated.py: one rclpy context and executor,
+    the protocol topics between them delivered within the process; docs/latency.md). Each
+    keeps its node name, its YAML sections and its parameters."""
+    executable: str
+    members: tuple[NodeSpec, ...]
+
+    @property
+    def files(self) -> tuple[str, ...]:
+        """The members' files, a file named twice at its last place: each node reads its
+        own sections in its own order (e.g. demo.yaml after edge.yaml and bridge_robot.yaml)."""
+        files = [f for n in self.members for f in n.files]
+        return tuple(f for i, f in enumerate(files) if f not in files[i + 1:])
+
+    @property
+    def respawn(self) -> bool:
+        return any(n.respawn for n in self.members)
+
+    @property
+    def params(self) -> dict:
+        """The members' parameters, for a launch file, where a parameter reaches every node
+        of the process: refused where two members would get different values."""
+        merged: dict = {}
+        for node in self.members:
+            for name, value in node.params.items():
+                if merged.setdefault(name, value) != value:
+                    raise ValueError(f"{self.executable}: '{name}' differs between its nodes")
+        return merged
+
+    def parameters(self, fill: Callable[[Arg], Any]) -> dict:
+        return NodeSpec(self.executable, self.files, self.params).parameters(fill)
+
+    def arguments(self) -> list[Arg]:
+        return [arg for node in self.members for arg in node.arguments()]
+
+    def share(self, table: Mapping[str, dict]) -> dict:
+        """The members' entries of a table by executable."""
+        return {n.executable: n.share(table) or {} for n in self.members}
+
+
+@dataclass(frozen=True)
 class Graph:
-    """The nodes of one deployment, by site (a launch file runs one graph on one host)."""
+    """The nodes of one deployment, by site (a launch file runs one graph on one host), as
+    the processes that run them (a node, or nodes co-located)."""
     name: str
-    sites: Mapping[str, tuple[NodeSpec, ...]]
+    sites: Mapping[str, tuple[NodeSpec | Colocated, ...]]
+
+    @property
+    def processes(self) -> tuple[NodeSpec | Colocated, ...]:
+        return tuple(process for processes in self.sites.values() for process in processes)
 
     @property
     def nodes(self) -> tuple[NodeSpec, ...]:
-        return tuple(node for nodes in self.sites.values() for node in nodes)
+        return tuple(node for process in self.processes
+                     for node in process.members)
 
     def node(self, executable: str, site: Optional[str] = None) -> NodeSpec:
-        (found,) = [n for s, nodes in self.sites.items() if site in (None, s)
-                    for n in nodes if n.executable == executable]
+        (found,) = [n for s, processes in self.sites.items() if site in (None, s)
+                    for p in processes for n in p.members
+                    if n.executable == executable]
         return found
 
     @property
     def arguments(self) -> list[Arg]:
-        return list(dict.fromkeys(arg for node in self.nodes for arg in node.arguments()))
+        return list(dict.fromkeys(arg for p in self.processes for arg in p.arguments()))
 
 
 CAMERA = NodeSpec("camera", ("camera.yaml",))
@@ -112,14 +170,22 @@ CLOUD_BRIDGE = NodeSpec("bridge", ("bridge_cloud.yaml",), {"listen": [LISTEN_END
 ROUTER = NodeSpec("router", ("router.yaml",), {"listen": [ROUTER_ENDPOINT]})
 REPLICA_BRIDGE = NodeSpec("bridge", ("bridge_cloud.yaml",), {
     "mode": "client", "connect": [ROUTER_ENDPOINT], "replica_id": REPLICA_ID, "lease_ms": 2000})
-SIM_WORLD = NodeSpec("sim", ("sim.yaml",), {"sim_seed": SIM_SEED})
-SIM_CAMERA = CAMERA.reading(source="sim", sim_seed=SIM_SEED)
+SIM_WORLD = NodeSpec("sim", ("sim.yaml",), {"sim_seed": SIM_SEED, "sim_task_mix": SIM_TASK_MIX})
+SIM_CAMERA = CAMERA.reading(source="sim", sim_seed=SIM_SEED, sim_task_mix=SIM_TASK_MIX)
 SIM_CONTROLLER = CONTROLLER.reading("controller_sim.yaml")
 DEMO_EDGE = EDGE.reading(DEMO_OVERLAY)
 DEMO_VERIFIER = VERIFIER.reading(DEMO_OVERLAY, exit_adapters=EXIT_ADAPTERS)
 
+# The edge and the cloud each with its bridge in one process (colocated.py, rclpy's
+# EventsExecutor there): the fastest layout measured (docs/latency.md), not the launch
+# files' and the demo's default yet: with it, the demo's edge refused decisions for want
+# of a fresh camera frame.
+ROBOT_SITE = Colocated("robot_site", (EDGE, ROBOT_BRIDGE))
+CLOUD_SITE = Colocated("cloud_site", (VERIFIER, CLOUD_BRIDGE))
 ROBOT_GRAPH = Graph("robot", {ROBOT: (CAMERA, EDGE, CONTROLLER, ROBOT_BRIDGE)})
 CLOUD_GRAPH = Graph("cloud", {CLOUD: (VERIFIER, CLOUD_BRIDGE)})
+ROBOT_SITE_GRAPH = Graph("robot_site", {ROBOT: (CAMERA, ROBOT_SITE, CONTROLLER)})
+CLOUD_SITE_GRAPH = Graph("cloud_site", {CLOUD: (CLOUD_SITE,)})
 REPLICA_GRAPH = Graph("cloud_replica", {CLOUD: (VERIFIER, REPLICA_BRIDGE)})
 FLEET_GRAPH = Graph("cloud_fleet", {CLOUD: (ROUTER, VERIFIER, REPLICA_BRIDGE)})
 # Everything on one laptop, in one ROS domain: no bridge.
@@ -131,16 +197,19 @@ DEMO_GRAPH = Graph("demo", {
     CLOUD: (DEMO_VERIFIER, CLOUD_BRIDGE.reading(DEMO_OVERLAY))})
 LAUNCHED = {"robot.launch.py": ROBOT_GRAPH, "cloud.launch.py": CLOUD_GRAPH,
             "sim.launch.py": SIM_GRAPH, "cloud_fleet.launch.py": FLEET_GRAPH,
-            "cloud_replica.launch.py": REPLICA_GRAPH}
+            "cloud_replica.launch.py": REPLICA_GRAPH,
+            "robot_site.launch.py": ROBOT_SITE_GRAPH, "cloud_site.launch.py": CLOUD_SITE_GRAPH}
 
 
-def launch_nodes(nodes, config_dir: str, fill: Callable[[Arg], Any], **options) -> list:
-    """launch_ros Node actions of `nodes`; `options` go to each Node (e.g. additional_env)."""
+def launch_nodes(processes, config_dir: str, fill: Callable[[Arg], Any], **options) -> list:
+    """launch_ros Node actions of `processes`; `options` go to each Node (e.g.
+    additional_env). Co-located nodes keep their own names (no `name`, which would rename
+    every node of the process)."""
     from launch_ros.actions import Node
-    return [Node(package=PACKAGE, executable=n.executable, name=n.executable,
-                 respawn=n.respawn, **options,
+    return [Node(package=PACKAGE, executable=n.executable, respawn=n.respawn, **options,
+                 **({} if isinstance(n, Colocated) else {"name": n.executable}),
                  parameters=[os.path.join(config_dir, f) for f in n.files] + [n.parameters(fill)])
-            for n in nodes]
+            for n in processes]
 
 
 def launch_description(graph: Graph):
@@ -154,4 +223,4 @@ def launch_description(graph: Graph):
                                        **({} if a.default is None else {"default_value": a.default}))
                  for a in graph.arguments]
     return LaunchDescription(arguments + launch_nodes(
-        graph.nodes, config, lambda arg: LaunchConfiguration(arg.name)))
+        graph.processes, config, lambda arg: LaunchConfiguration(arg.name)))

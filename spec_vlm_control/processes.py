@@ -23,7 +23,7 @@ import rclpy
 from rclpy.executors import SingleThreadedExecutor
 from rclpy.node import Node
 
-from .graphs import CLOUD_BRIDGE, ROBOT_BRIDGE, Arg, NodeSpec
+from .graphs import CLOUD_BRIDGE, ROBOT_BRIDGE, Arg, Colocated, NodeSpec
 
 PREFIX = Path(sys.prefix)
 EXECUTABLES = PREFIX / "lib" / "spec_vlm_control"
@@ -140,20 +140,43 @@ class RosGraph:
             self.wait_for_node(name, timeout, process)
         return process
 
-    def start_node(self, node: NodeSpec, args: Optional[dict] = None,
+    def start_node(self, node: NodeSpec | Colocated, args: Optional[dict] = None,
                    params: Optional[dict] = None, config_dir: Path = CONFIG,
                    **options) -> NodeProcess:
-        """Start a node of the graph description (graphs.py) as its launch file would:
+        """Start a process of the graph description (graphs.py) as its launch file would:
         its YAML files, its parameters with the launch arguments `args` filled in (else
-        their defaults), then `params`."""
+        their defaults), then `params` (of co-located nodes: by executable, `node.share`)."""
+        if isinstance(node, Colocated):
+            return self._start_colocated(node, args, params or {}, config_dir, **options)
+        return self.start(node.executable, [config_dir / f for f in node.files],
+                          params={**node.parameters(self._filler(node, args)),
+                                  **(params or {})}, **options)
+
+    def _start_colocated(self, site: Colocated, args: Optional[dict], params: dict,
+                         config_dir: Path, wait: bool = True, timeout: float = 30.0,
+                         **options) -> NodeProcess:
+        """Every parameter is set for its node only (`-p edge:mode:=plain`): co-located
+        nodes may declare the same name (the edge's and the bridge's `mode`)."""
+        process = self.start(site.executable, [config_dir / f for f in site.files],
+                             params={f"{n.executable}:{name}": value for n in site.members
+                                     for name, value in {
+                                         **n.parameters(self._filler(n, args)),
+                                         **params.get(n.executable, {})}.items()},
+                             wait=False, **options)
+        if wait:
+            for node in site.members:
+                self.wait_for_node(node.executable, timeout, process)
+        return process
+
+    @staticmethod
+    def _filler(node: NodeSpec, args: Optional[dict]) -> Callable[[Arg], object]:
         def fill(arg: Arg):
             if arg.name in (args or {}):
                 return args[arg.name]
             if arg.default is None:
                 raise ValueError(f"{node.executable} needs the launch argument {arg.name}")
             return arg.default
-        return self.start(node.executable, [config_dir / f for f in node.files],
-                          params={**node.parameters(fill), **(params or {})}, **options)
+        return fill
 
     def wait_for_node(self, name: str, timeout: float = 30.0,
                       process: Optional[NodeProcess] = None) -> None:

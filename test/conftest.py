@@ -5,8 +5,6 @@ from __future__ import annotations
 import contextlib
 import itertools
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -15,6 +13,7 @@ import pytest
 os.environ["ROS_AUTOMATIC_DISCOVERY_RANGE"] = "LOCALHOST"
 
 import spec_vlm_control  # noqa: E402
+from spec_vlm_control.busy_cpu import BusyCpu  # noqa: E402
 
 _installed = Path(spec_vlm_control.__file__).resolve().parent
 # tools/dev test (and so CI) insists on the installed copy; a bare `pytest` on pure modules
@@ -49,25 +48,6 @@ def pytest_collection_modifyitems(items):
     for item in items:
         if NODE_FIXTURES & set(item.fixturenames):
             item.add_marker(pytest.mark.slow)
-
-
-class BusyCpu:
-    """Timing tests measure the software, not how long an idle CPU takes to wake. On an idle
-    virtual machine (CI's), a message to a node waiting on an idle CPU was measured to arrive
-    up to ~1.2 s late, which the stop-latency tests would report as the controller's. A
-    lowest-priority busy process keeps a CPU from idling; any real work preempts it."""
-
-    def __init__(self):
-        self.spinner: subprocess.Popen | None = None
-
-    def keep_awake(self, awake: bool) -> None:
-        if awake and self.spinner is None:
-            self.spinner = subprocess.Popen([sys.executable, "-c", "while True: pass"],
-                                            preexec_fn=lambda: os.nice(19))
-        elif not awake and self.spinner is not None:
-            self.spinner.kill()
-            self.spinner.wait()
-            self.spinner = None
 
 
 @pytest.fixture(scope="session")

@@ -83,30 +83,36 @@ def test_launch_file_starts_the_described_nodes(launch_file, monkeypatch):
     arguments, nodes = load(launch_file, monkeypatch)
     assert arguments == {a.name: a.default for a in graph.arguments}
     config = SHARE / "config"
+    # co-located nodes (graphs.Colocated) keep their own names: no `name` for their process
     assert nodes == [{"package": "spec_vlm_control", "executable": n.executable,
-                      "name": n.executable, "respawn": n.respawn,
+                      **({} if isinstance(n, graphs.Colocated) else {"name": n.executable}),
+                      "respawn": n.respawn,
                       "parameters": [str(config / f) for f in n.files]
                       + [n.parameters(lambda arg: ("argument", arg.name))]}
-                     for n in graph.nodes]
+                     for n in graph.processes]
 
 
 @pytest.mark.parametrize("launch_file", sorted(graphs.LAUNCHED))
 def test_launch_file_references_installed_things(launch_file, monkeypatch):
     arguments, nodes = load(launch_file, monkeypatch)
     modules = readme_params.node_modules()
-    for node in nodes:
+    for node, process in zip(nodes, graphs.LAUNCHED[launch_file].processes, strict=True):
         assert (EXECUTABLES / node["executable"]).is_file(), node["executable"]
-        declared = importlib.import_module(modules[node["executable"]]).PARAMETERS
+        declared = {m.executable: importlib.import_module(modules[m.executable]).PARAMETERS
+                    for m in process.members}
         *files, overrides = node["parameters"]
-        assert set(overrides) <= set(declared)
+        # a co-located process's parameters reach all its nodes: each takes those it declares
+        assert set(overrides) <= {name for names in declared.values() for name in names}
         used = [v for v in overrides.values() for v in (v if isinstance(v, list) else [v])]
         assert {v[1] for v in used if isinstance(v, tuple)} <= set(arguments)
         for path in map(Path, files):
             assert path.is_file(), f"{path.name} is not installed"
             sections = yaml.safe_load(path.read_text())
-            assert node["name"] in sections, f"{path.name} has no section for {node['name']}"
-            keys = set(sections[node["name"]]["ros__parameters"])
-            assert keys <= set(declared), f"{path.name}: undeclared {sorted(keys - set(declared))}"
+            assert set(declared) & set(sections), f"{path.name} has no section for {node}"
+            for name in set(declared) & set(sections):
+                keys = set(sections[name]["ros__parameters"])
+                assert keys <= set(declared[name]), \
+                    f"{path.name}: undeclared {sorted(keys - set(declared[name]))}"
 
 
 @pytest.mark.parametrize("config", sorted((REPO / "config").glob("*.yaml")), ids=lambda p: p.name)

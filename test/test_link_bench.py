@@ -1,5 +1,6 @@
-"""`spec-vlm bench-link` in a short run: the edge, both bridges and the cloud as processes,
-each round trip's every hop recorded and the overhead computed (structure only, no timing
+"""`spec-vlm bench-link` in a short run: the edge, both bridges and the cloud as four
+processes, and co-located two by two in `robot_site` and `cloud_site` (colocated.py), each
+round trip's every hop recorded and the overhead computed (structure only, no timing
 asserts)."""
 import json
 import subprocess
@@ -12,17 +13,28 @@ from spec_vlm_control import hops
 pytestmark = pytest.mark.slow
 
 
-def test_a_short_link_benchmark_records_every_hop_of_every_round_trip(tmp_path):
+def test_a_short_link_benchmark_records_every_hop_of_every_round_trip_in_both_layouts(tmp_path):
     out = tmp_path / "link"          # run from tmp_path: the installed package, not the source
     run = subprocess.run([sys.executable, "-m", "spec_vlm_control.cli", "bench-link",
                           "--round-trips", "3", "--executors", "multi", "--rtt-ms", "10",
+                          "--layouts", "separate,site",
                           "--no-busy-cpu", "--out", str(out)],     # conftest's runs
-                         capture_output=True, text=True, timeout=170, cwd=tmp_path)
+                         capture_output=True, text=True, timeout=300, cwd=tmp_path)
     assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-3000:]
     report = json.loads((out / "link_bench.json").read_text())
     assert (out / "link_bench.png").stat().st_size > 0
     assert set(report) == {"config", "machine", "variants"}
-    (variant,) = report["variants"].values()
+    assert list(report["variants"]) == ["separate multi", "site multi"]
+    for variant in report["variants"].values():
+        check_variant(variant)
+    # co-located: one process per site (the hop logs are <site>-<pid>.jsonl)
+    for layout, processes in (("separate", 4), ("site", 2)):
+        hop_logs = (out / f"{layout}-multi" / "hops").glob("*.jsonl")
+        pids = {path.stem.rsplit("-", 1)[1] for path in hop_logs}
+        assert len(pids) == processes, layout
+
+
+def check_variant(variant):
     summary = variant["summary"]
     assert summary["complete"] >= 3 and summary["complete"] == summary["round_trips"]
     assert not summary["missing_points"]

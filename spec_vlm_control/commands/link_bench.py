@@ -12,28 +12,33 @@ the slow tests.
 Per round trip (a block and its final verdict): overhead = (edge receipt of the verdict -
 edge send of the block) - emulated round trip - the cloud's pass - the block's wait behind
 the cloud's other work (its request's prefill). Reports its median and p95 and each hop's,
-in a JSON file and a PNG beside it, for each ROS executor of --executors (nodes/common.py,
+in a JSON file and a PNG beside it, for each layout of --layouts (`separate`: four node
+processes; `site`: the edge with the robot's bridge and the cloud with its bridge, two
+processes, colocated.py) and each ROS executor of --executors (nodes/common.py,
 SPEC_VLM_EXECUTOR), one graph after the other in the same run: a before and an after.
 """
 from __future__ import annotations
 
 import contextlib
+import itertools
 import json
 import os
 import platform
 import shutil
-import subprocess
 import sys
 import threading
 import time
 from pathlib import Path
 
+from ..busy_cpu import BusyCpu
 from ..core.user_errors import UserError, blame
 from ..hops import QUEUE
 from . import count, number
 
 EDGE_LED = ("plain", "early_exit", "preemptive")    # one block in flight: clean round trips
 WARM_UP_DECISIONS = 2                                # first passes pay torch's start-up
+LAYOUTS = ("separate", "site")
+EXECUTORS = ("multi", "events")
 
 
 def configure(parser) -> None:
@@ -53,6 +58,10 @@ def configure(parser) -> None:
     parser.add_argument("--executors", default="multi,events",
                         help="the nodes' ROS executors to compare, in this order: multi "
                              "(rclpy MultiThreadedExecutor), events (rclpy EventsExecutor)")
+    parser.add_argument("--layouts", default="separate,site",
+                        help="process layouts to compare, in this order: separate (edge, "
+                             "bridges, cloud: four processes), site (edge + robot bridge, "
+                             "cloud + cloud bridge: two processes)")
     parser.add_argument("--no-busy-cpu", action="store_true",
                         help="do not run the busy-CPU helper (a caller runs its own)")
 
@@ -69,22 +78,27 @@ def run(args) -> int:
     with blame(f"--out {out}"):
         out.mkdir(parents=True, exist_ok=True)
     wanted = 10 if args.quick else args.round_trips
-    executors = [e for e in args.executors.split(",") if e]
-    if not executors or set(executors) - {"multi", "events"}:
-        raise UserError(f"--executors {args.executors!r}: a list of multi, events")
-    config = {"executors": executors, "round_trips": wanted, "rtt_ms": args.rtt_ms,
+    executors = choices("--executors", args.executors, EXECUTORS)
+    layouts = choices("--layouts", args.layouts, LAYOUTS)
+    config = {"layouts": layouts, "executors": executors, "round_trips": wanted,
+              "rtt_ms": args.rtt_ms,
               "mode": args.mode, "block_size": args.block_size, "models": str(pair.root),
               "busy_cpu": not args.no_busy_cpu, "warm_up_decisions": WARM_UP_DECISIONS}
+    cpu = BusyCpu()
+    variants = {}
     try:
-        with busy_cpu(not args.no_busy_cpu):
-            variants = {}
-            for executor in executors:
-                print(f"executor {executor}: starting the graph (edge, bridges, cloud)")
-                variants[executor] = measure(pair, args, out / executor, wanted, executor)
+        cpu.keep_awake(not args.no_busy_cpu)
+        for layout, executor in itertools.product(layouts, executors):
+            name = f"{layout} {executor}"
+            print(f"{name}: starting the graph (edge, bridges, cloud)")
+            variants[name] = measure(pair, args, out / f"{layout}-{executor}", wanted,
+                                     executor, layout)
     except (RuntimeError, TimeoutError) as error:
-        print(f"spec-vlm bench-link: the graph failed: {error}\nnode logs: {out / 'logs'}",
+        print(f"spec-vlm bench-link: the graph failed: {error}\nnode logs: {out}/*/logs",
               file=sys.stderr)
         return 1
+    finally:
+        cpu.keep_awake(False)
     report = {"config": config, "machine": machine(), "variants": variants}
     (out / "link_bench.json").write_text(json.dumps(report, indent=1))
     plot(report, out / "link_bench.png")
@@ -93,18 +107,11 @@ def run(args) -> int:
     return 0
 
 
-@contextlib.contextmanager
-def busy_cpu(on: bool):
-    """A lowest-priority spinning process: no CPU idles, so a wake-up measures the software,
-    not a core's way out of a sleep state (test/conftest.py's BusyCpu does the same)."""
-    spinner = subprocess.Popen([sys.executable, "-c", "while True: pass"],
-                               preexec_fn=lambda: os.nice(19)) if on else None
-    try:
-        yield
-    finally:
-        if spinner is not None:
-            spinner.kill()
-            spinner.wait()
+def choices(option: str, given: str, allowed: tuple) -> list[str]:
+    chosen = [c for c in given.split(",") if c]
+    if not chosen or set(chosen) - set(allowed):
+        raise UserError(f"{option} {given!r}: a list of {', '.join(allowed)}")
+    return chosen
 
 
 def scenes(n: int = 8) -> list[tuple[bytes, str]]:
@@ -116,9 +123,10 @@ def scenes(n: int = 8) -> list[tuple[bytes, str]]:
             for s in (sampler.sample() for _ in range(n))]
 
 
-def measure(pair, args, out: Path, wanted: int, executor: str) -> dict:
-    """Start the graph with the hop timeline on and `executor` in every node, decide until
-    `wanted` round trips are measured, stop it; the merged timeline's summary."""
+def measure(pair, args, out: Path, wanted: int, executor: str, layout: str) -> dict:
+    """Start the graph in `layout` with the hop timeline on and `executor` in every node,
+    decide until `wanted` round trips are measured, stop it; the merged timeline's
+    summary."""
     from .. import hops
     from ..nodes.common import EXECUTOR_ENV
     hop_dir = out / "hops"
@@ -130,7 +138,7 @@ def measure(pair, args, out: Path, wanted: int, executor: str) -> dict:
     os.environ.update(settings)                     # the node processes inherit them
     try:
         with contextlib.ExitStack() as stack:
-            robot, began_ns = _start(stack, pair, args, out / "logs")
+            robot, began_ns = _start(stack, pair, args, out / "logs", layout)
             for name in settings:
                 os.environ.pop(name)
             decisions = _decide(robot, wanted)
@@ -151,25 +159,33 @@ def measure(pair, args, out: Path, wanted: int, executor: str) -> dict:
             "setup_s": (decisions["measured_from_ns"] - began_ns) / 1e9}
 
 
-def _start(stack, pair, args, log_dir: Path):
-    """Cloud, its bridge, the robot's bridge and the edge, each its installed executable."""
+def _start(stack, pair, args, log_dir: Path, layout: str):
+    """Cloud, its bridge, the robot's bridge and the edge: each its installed executable
+    (`separate`), or two by two in `cloud_site` and `robot_site` (`site`)."""
     from ..demo.graph import domain_ids
-    from ..graphs import EDGE, VERIFIER
-    from ..processes import CONFIG, RosGraph, start_bridges
+    from ..graphs import CLOUD_SITE, EDGE, ROBOT_SITE, VERIFIER
+    from ..processes import CONFIG, RosGraph, free_port, start_bridges
     began = time.monotonic_ns()
     robot_domain, cloud_domain = domain_ids()
     robot = stack.enter_context(contextlib.closing(
         RosGraph(robot_domain, log_dir, probe_name="link_bench_robot")))
     cloud = stack.enter_context(contextlib.closing(
         RosGraph(cloud_domain, log_dir, probe_name="link_bench_cloud")))
-    verifier = cloud.start_node(VERIFIER, {"target_model": str(pair.target)},
-                                {"threads": 1, "exit_layers": pair.exit_layers or [-1]},
-                                wait=False)
-    edge = robot.start_node(EDGE, {"draft_model": str(pair.draft)},
-                            {"threads": 1, "mode": args.mode, "block_size": args.block_size,
-                             "max_new_tokens": pair.max_new_tokens,
-                             "max_frame_age_at_decision_s": 5.0}, wait=False)
-    start_bridges(robot, cloud, CONFIG, latency_ms=args.rtt_ms / 2)
+    models = {"target_model": str(pair.target), "draft_model": str(pair.draft)}
+    params = {"cloud": {"threads": 1, "exit_layers": pair.exit_layers or [-1]},
+              "edge": {"threads": 1, "mode": args.mode, "block_size": args.block_size,
+                       "max_new_tokens": pair.max_new_tokens,
+                       "max_frame_age_at_decision_s": 5.0},
+              "bridge": {"link_latency_ms": args.rtt_ms / 2}}
+    if layout == "site":
+        endpoint = f"tcp/127.0.0.1:{free_port()}"
+        models.update(listen_endpoint=endpoint, cloud_endpoint=endpoint)
+        verifier = cloud.start_node(CLOUD_SITE, models, CLOUD_SITE.share(params), wait=False)
+        edge = robot.start_node(ROBOT_SITE, models, ROBOT_SITE.share(params), wait=False)
+    else:
+        verifier = cloud.start_node(VERIFIER, models, params["cloud"], wait=False)
+        edge = robot.start_node(EDGE, models, params["edge"], wait=False)
+        start_bridges(robot, cloud, CONFIG, latency_ms=args.rtt_ms / 2)
     for graph, process in ((cloud, verifier), (robot, edge)):
         graph.wait_for_log(process, "ready:", timeout=120.0)
     return robot, began
@@ -255,7 +271,7 @@ def print_summary(report: dict) -> None:
 
 
 def plot(report: dict, path: Path) -> None:
-    """Per executor: each hop's median stacked (pass, queue and emulated latency left out),
+    """Per variant: each hop's median stacked (pass, queue and emulated latency left out),
     and the distribution of the overhead per round trip."""
     import matplotlib
     matplotlib.use("Agg")
@@ -278,7 +294,7 @@ def plot(report: dict, path: Path) -> None:
             cdf.plot(overheads, [(i + 1) / len(overheads) for i in range(len(overheads))],
                      label=f"{name}: median {s['overhead']['median_ms']:.2f} ms, "
                            f"p95 {s['overhead']['p95_ms']:.2f} ms")
-    bars.set_yticks(range(len(variants)), [f"executor {n}" for n in variants])
+    bars.set_yticks(range(len(variants)), list(variants))
     bars.set_xlabel("ms: median of each hop (emulated latency, queue and pass removed)")
     bars.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.15), ncol=2)
     cdf.set_xlabel("overhead per round trip, ms")

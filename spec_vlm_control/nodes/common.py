@@ -14,7 +14,7 @@ import os
 import signal
 import sys
 from dataclasses import dataclass
-from typing import Callable, Optional
+from typing import Callable, Optional, Sequence
 
 import rclpy
 from rcl_interfaces.msg import ParameterDescriptor
@@ -117,44 +117,57 @@ def declare_parameters(node: Node, table: dict) -> dict:
 EXECUTOR_ENV = "SPEC_VLM_EXECUTOR"
 
 
-def make_executor(threads: int):
-    """rclpy's MultiThreadedExecutor, or its EventsExecutor (callbacks dispatched from C++,
-    one thread) when SPEC_VLM_EXECUTOR=events: `spec-vlm bench-link` compares the two."""
-    if os.environ.get(EXECUTOR_ENV, "multi") == "events":
+def make_executor(threads: int, default: str = "multi"):
+    """rclpy's MultiThreadedExecutor (`multi`), or its EventsExecutor (`events`: callbacks
+    dispatched from C++, one thread): `default`, unless SPEC_VLM_EXECUTOR names one.
+    `spec-vlm bench-link` compares the two."""
+    if os.environ.get(EXECUTOR_ENV, default) == "events":
         from rclpy.experimental import EventsExecutor
         return EventsExecutor()
     return MultiThreadedExecutor(num_threads=threads)
 
 
 def spin(make_node: Callable[[], Node], args=None, threads: int = 2) -> int:
-    """Run one node until Ctrl-C / SIGTERM / shutdown, then let it close cleanly (its
-    `close()` may still publish, e.g. a final stop). A node that cannot be built from its
-    configuration returns 1 after one line on stderr."""
+    """Run one node until Ctrl-C / SIGTERM / shutdown (`spin_nodes` with one node)."""
+    return spin_nodes([make_node], args, threads)
+
+
+def spin_nodes(makers: Sequence[Callable[[], Node]], args=None, threads: int = 2,
+               executor: str = "multi") -> int:
+    """Run the nodes of one process (one rclpy context, one executor: what they send each
+    other is delivered by Fast DDS within the process, no transport) until Ctrl-C / SIGTERM
+    / shutdown, then let each close cleanly (its `close()` may still publish, e.g. a final
+    stop). A node that cannot be built from its configuration returns 1 after one line on
+    stderr. `executor` as `make_executor`'s default, `threads` per node (multi)."""
     # A process started in the background of a non-interactive shell inherits SIGINT as
     # ignored; a node must still stop on it (ros2 launch and the demo stop nodes with it).
     signal.signal(signal.SIGINT, signal.default_int_handler)
     rclpy.init(args=args, signal_handler_options=SignalHandlerOptions.NO)
+    nodes: list[Node] = []
     try:
-        node = make_node()
-    except (ValueError, OSError) as exc:
-        # A configuration the node cannot start with (ConfigError, a missing or corrupt
-        # model file, a refused endpoint): one line naming the cause, not a traceback.
-        print(f"{sys.argv[0].rsplit('/', 1)[-1]}: error: {exc}", file=sys.stderr, flush=True)
-        rclpy.try_shutdown()
-        return 1
-    executor = make_executor(threads)
-    executor.add_node(node)
-    try:
+        try:
+            for make_node in makers:
+                nodes.append(make_node())
+        except (ValueError, OSError) as exc:
+            # A configuration the node cannot start with (ConfigError, a missing or corrupt
+            # model file, a refused endpoint): one line naming the cause, not a traceback.
+            print(f"{sys.argv[0].rsplit('/', 1)[-1]}: error: {exc}", file=sys.stderr,
+                  flush=True)
+            return 1
+        dispatcher = make_executor(threads * len(nodes), executor)
+        for node in nodes:
+            dispatcher.add_node(node)
         # Waking up now and then lets Python run its SIGINT handler: a node with nothing
         # to do (a camera whose odometry stopped) would otherwise sleep through Ctrl-C.
         while rclpy.ok():
-            executor.spin_once(timeout_sec=0.2)
+            dispatcher.spin_once(timeout_sec=0.2)
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
     finally:
-        close = getattr(node, "close", None)
-        if close is not None:
-            close()
-        node.destroy_node()
+        for node in reversed(nodes):
+            close = getattr(node, "close", None)
+            if close is not None:
+                close()
+            node.destroy_node()
         rclpy.try_shutdown()
     return 0
