@@ -12,7 +12,7 @@ import pytest
 from PIL import Image
 from tiny_models import save_tiny_vlm
 
-from spec_vlm_control import topics
+from spec_vlm_control import hops, topics
 from spec_vlm_control.recording import read_bag
 from spec_vlm_control.sim.episode import judge
 from spec_vlm_control.sim.scenes import SceneSampler
@@ -111,7 +111,36 @@ def test_quick_demo_runs_the_graph_and_writes_a_consistent_record(tiny_pair, tmp
         assert baseline["ok"] and baseline["same_as_live"]
         assert baseline["token_ids"] == d["token_ids"] and baseline["total_s"] > 0
         assert d["frame_wait_s"] >= 0
+        # Its hop timeline: every verified block's round trip has every point, and its
+        # segments add up to it; the software's part is what models and link leave.
+        timeline = d["timeline"]
+        complete = [r for r in timeline["round_trips"] if not r["missing"]]
+        assert len(complete) == timeline["complete"] >= stats["rounds"] > 0
+        for trip in complete:
+            assert list(trip["segments_ms"]) == list(hops.SEGMENTS)
+            assert sum(trip["segments_ms"].values()) == pytest.approx(trip["total_ms"],
+                                                                      abs=1e-3 * len(hops.SEGMENTS))
+            assert trip["total_ms"] > 50.0                  # the emulated round trip
+            assert trip["overhead_ms"] is not None
+        assert timeline["software_ms"] == pytest.approx(
+            1000 * (stats["total_s"] - stats["draft_s"]) - timeline["link_ms"]
+            - timeline["pass_ms"] - timeline["queue_ms"], abs=1e-3)
+        # Its twin (every decision here ran its plan), decided again right after with the
+        # sim and the camera paused: same frame, same answer.
+        paused = d["paused"]
+        assert paused["ok"] and paused["same_frame"] and paused["same_as_live"], \
+            (d["task"], d["decision"], {k: v for k, v in paused.items() if k != "timeline"})
+        assert paused["request_id"] != d["request_id"] and paused["total_s"] > 0
+        assert paused["timeline"]["complete"] >= paused["rounds"] > 0
     summary = record["summary"]
+    split = summary["split"]
+    assert split["paused_decisions"] == split["paused_same_answer"] == len(decisions)
+    for key in ("live_total_ms", "paused_total_ms", "replay_total_ms", "software_ms",
+                "contention_ms", "overhead_per_round_trip_ms"):
+        assert split[key] is not None, key
+    assert summary["hops"]["complete"] == split["complete_round_trips"] > 0
+    assert "live vs replay" in result.stdout
+    assert (out / "demo_hops.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert summary["live_baseline_decisions"] == summary["live_baseline_same_answer"] \
         == len(decisions)
     assert "live vs live" in result.stdout
@@ -122,7 +151,8 @@ def test_quick_demo_runs_the_graph_and_writes_a_consistent_record(tiny_pair, tmp
             topics.PLAN_STATUS, topics.REQUEST_STATS, topics.SIM_SCENE} <= seen
     assert [m.decode().data for m in messages if m.topic == topics.SIM_SCENE] == [10_000, 10_001]
     stats = [m.decode() for m in messages if m.topic == topics.REQUEST_STATS]
-    assert sorted(s.request_id for s in stats) == sorted(d["request_id"] for d in decisions)
+    assert sorted(s.request_id for s in stats) == sorted(     # the live ones and their twins
+        [d["request_id"] for d in decisions] + [d["paused"]["request_id"] for d in decisions])
     assert (out / "demo.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 

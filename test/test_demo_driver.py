@@ -4,6 +4,7 @@ in real time, through scene switching, plan execution, looking again and judging
 from dataclasses import replace
 
 import pytest
+from geometry_msgs.msg import Twist, Vector3
 from nav_msgs.msg import Odometry
 from sensor_msgs.msg import CompressedImage
 from std_msgs.msg import Header, String, UInt32
@@ -92,3 +93,34 @@ def test_right_answers_do_each_task_on_the_live_graph(ros_graph, config_dir, tmp
             topics.VERIFIED_TOKENS, topics.REQUEST_STATS} <= recorded
     if scene.task.verb != "stop":
         assert {topics.CMD_VEL, topics.PLAN_STATUS} <= recorded
+
+
+@pytest.mark.slow     # node processes
+def test_the_paused_pass_holds_the_sim_and_the_camera_still(ros_graph, config_dir, tmp_path):
+    """pause_world sets the sim's and the camera's `paused`: no odometry and no frames until
+    it is lifted, and commands sent meanwhile move nothing (the demo's paused twins decide
+    without their CPU, and their plans must not move the robot)."""
+    import time
+    ros_graph.start("sim", config_dir / "sim.yaml", params={"sim_seed": 0})
+    ros_graph.start("camera", config_dir / "camera.yaml", params={"source": "sim",
+                                                                   "sim_seed": 0})
+    driver = DemoDriver(ros_graph.context, tmp_path / "bag")
+    try:
+        ros_graph.add_node(driver)
+        ros_graph.wait_for(lambda: driver.odom is not None and driver.frame_stamp_ns > 0, 30,
+                           "odometry and frames")
+        driver.pause_world(True)
+        time.sleep(0.3)                                 # what was in flight has arrived
+        odom, frame, pose = driver.odom, driver.frame_stamp_ns, driver.pose()
+        forward = ros_graph.node.create_publisher(Twist, topics.CMD_VEL, 10)
+        for _ in range(10):                             # a plan run while paused
+            forward.publish(Twist(linear=Vector3(x=0.5)))
+            time.sleep(0.1)
+        assert (driver.odom, driver.frame_stamp_ns) == (odom, frame)
+        driver.pause_world(False)
+        ros_graph.wait_for(lambda: driver.odom is not odom and driver.frame_stamp_ns > frame,
+                           10, "odometry and frames again")
+        time.sleep(0.3)
+        assert driver.pose() == pose                    # ... moved nothing when it resumed
+    finally:
+        driver.close()

@@ -2,23 +2,23 @@
 as the model, the ideal executor as the controller."""
 from spec_vlm_control.action.grammar import format_plan, parse_step
 from spec_vlm_control.sim.drive import run_plan
-from spec_vlm_control.sim.episode import (FIRST_DEMO_SEED, MAX_DECISIONS, Decision, demo_seeds,
-                                          run_task)
+from spec_vlm_control.sim.episode import (FIRST_DEMO_SEED, MAX_DECISIONS, Decision, demo_scene,
+                                          demo_seeds, run_task)
 from spec_vlm_control.sim.expert import expert_steps
 from spec_vlm_control.sim.scenes import SceneSampler
-from spec_vlm_control.sim.tasks import Task
+from spec_vlm_control.sim.tasks import TWO_GOAL, Task
 
 
 class InProcessRobot:
     """`answer(world, task)` plays the models; plans run exactly (sim/drive.py)."""
 
-    def __init__(self, answer, ok=True):
-        self.answer, self.ok = answer, ok
+    def __init__(self, answer, ok=True, task_mix="one_goal"):
+        self.answer, self.ok, self.task_mix = answer, ok, task_mix
         self.world = self.task = None
         self.resets, self.decided, self.executed = [], 0, 0
 
     def reset(self, seed, start):
-        scene = SceneSampler(seed=seed).sample()
+        scene = demo_scene(seed, self.task_mix)
         self.world, self.task = scene.world, scene.task
         assert self.world.pose == start
         self.resets.append(seed)
@@ -74,3 +74,18 @@ def test_a_failed_request_ends_the_task_without_executing_anything():
     result = run_task(robot, FIRST_DEMO_SEED)
     assert len(result.decisions) == 1 and robot.executed == 0
     assert result.end == result.start
+
+
+def test_the_demo_samples_its_scenes_from_the_pairs_task_mix():
+    """A pair trained on the two-goal mix: every third demo task is two-goal, from the first;
+    the expert does each in one turn-walk-turn answer and then says `stop`."""
+    for seed in demo_seeds(4):
+        robot = InProcessRobot(expert, task_mix="two_goal_third")
+        result = run_task(robot, seed, task_mix="two_goal_third")
+        assert result.succeeded and result.task_mix == "two_goal_third"
+        two_goal = Task.parse(result.instruction).type == TWO_GOAL
+        assert two_goal == (seed in (FIRST_DEMO_SEED, FIRST_DEMO_SEED + 3)), result.instruction
+        if two_goal:
+            assert [len(d.answer.split(";")) for d in result.decisions] == [3, 1]
+    assert run_task(InProcessRobot(expert), FIRST_DEMO_SEED).instruction == \
+        SceneSampler(seed=FIRST_DEMO_SEED).sample().task.instruction   # the default: one-goal

@@ -22,13 +22,15 @@ def robot_seeing(obj, bearing_deg, gap) -> World:
 
 
 @pytest.mark.parametrize("text", ["go to the red ball", "turn towards the blue box", "stop",
-                                  "go to the purple cone"])
+                                  "go to the purple cone",
+                                  "go to the green box then turn towards the yellow cone"])
 def test_instruction_round_trip(text):
     assert Task.parse(text).instruction == text
 
 
 @pytest.mark.parametrize("text", ["go to red ball", "fly to the red ball", "go to the pink ball",
-                                  "turn towards the blue sofa", ""])
+                                  "turn towards the blue sofa", "",
+                                  "go to the red ball then turn towards the blue sofa"])
 def test_bad_instructions_are_rejected(text):
     with pytest.raises(ValueError):
         Task.parse(text)

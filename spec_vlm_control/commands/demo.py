@@ -10,7 +10,11 @@ target alone, one thread, in virtual time with measured costs (the live mode, cl
 streaming, and one request per token) for a like-for-like comparison. With the edge's
 `live_baseline` (config/demo.yaml) each decision is also decoded live by cloud-only
 streaming, in ABBA order, and both answers are checked token for token: live vs live.
-Writes demo.json, demo.png, the frames and an MCAP bag of the run into --out.
+Every node records the hop timeline (hops.py); once its plan has run, every executed
+decision is decided again on its own frame with the sim and the camera paused (its twin):
+live time is split into what decoding costs, the software's part and CPU contention
+(demo/timeline.py).
+Writes demo.json, demo.png, demo_hops.png, the frames and an MCAP bag of the run into --out.
 The model pair is loaded and checked (pair.json, both models, exit layers) before any node
 starts: a broken pair exits 2 with one line, a graph that fails exits 1.
 """
@@ -74,7 +78,7 @@ def run(args) -> int:
     with blame(f"--out {out}"):
         out.mkdir(parents=True, exist_ok=True)
     bag = out / "demo_bag"
-    for old in (bag, out / "logs", out / "frames"):     # this run's, not a mix with the last
+    for old in (bag, out / "logs", out / "frames", out / "hops"):     # this run's, not a mix with the last
         if old.exists():
             shutil.rmtree(old)
     signal.signal(signal.SIGTERM, _interrupt)
@@ -83,7 +87,7 @@ def run(args) -> int:
     signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
         try:
-            results, timing = _closed_loop(pair, settings, tasks, args, out, bag)
+            results, paused, timing = _closed_loop(pair, settings, tasks, args, out, bag)
         except (RuntimeError, TimeoutError, FileNotFoundError, ValueError) as error:
             print(f"spec-vlm demo: the graph failed: {error}\nnode logs: {out / 'logs'}",
                   file=sys.stderr)
@@ -92,26 +96,31 @@ def run(args) -> int:
     except KeyboardInterrupt:
         print("spec-vlm demo: interrupted; the graph was stopped", file=sys.stderr)
         return 130
-    from ..demo import report
+    from ..demo import report, timeline
     timing["total_s"] = time.monotonic() - began
     report.print_decisions(results)
     summary = report.write(out, results, timing, config=dict(
         vars(settings), tasks=tasks, models=str(pair.root), exit_layers=pair.exit_layers,
         exit_adapters=str(pair.exit_adapters) if pair.exit_adapters else None,
-        max_decisions=args.max_decisions, max_new_tokens=pair.max_new_tokens))
+        max_decisions=args.max_decisions, max_new_tokens=pair.max_new_tokens),
+        paused=paused, trips=timeline.by_request(out / "hops"))
     print(f"\n{summary['succeeded']}/{summary['tasks']} tasks succeeded; "
           f"wall time {timing['total_s']:.0f} s (graph start {timing['start_s']:.0f} s, "
-          f"tasks {timing['tasks_s']:.0f} s, graph stop {timing['stop_s']:.0f} s, replay "
+          f"tasks {timing['tasks_s']:.0f} s (of it paused twins "
+          f"{timing['paused_twins_s']:.0f} s), graph stop {timing['stop_s']:.0f} s, replay "
           f"{timing['replay_s']:.0f} s)")
     print(report.replayed(summary))
     if settings.live_baseline:
         print(report.live_vs_live(summary))
-    print(f"wrote {out / 'demo.json'}, {out / 'demo.png'} and the bag {bag}")
+    print(report.split(summary))
+    print(f"wrote {out / 'demo.json'}, {out / 'demo.png'}, {out / 'demo_hops.png'} and the "
+          f"bag {bag}")
     return 0
 
 
 def _closed_loop(pair, settings, tasks: int, args, out: Path, bag: Path):
-    """Start the graph, do the tasks, stop the graph (also on failure or Ctrl-C)."""
+    """Start the graph, do the tasks (each executed decision with its paused twin), stop the
+    graph (also on failure or Ctrl-C)."""
     from tqdm import tqdm
 
     from ..demo import graph, report
@@ -122,19 +131,22 @@ def _closed_loop(pair, settings, tasks: int, args, out: Path, bag: Path):
     with contextlib.ExitStack() as stack:
         print(f"starting the graph (robot and cloud domains, {settings.rtt_ms:g} ms round "
               f"trip); node logs in {out / 'logs'}")
-        robot = graph.start(stack, pair, settings, pair.max_new_tokens, out / "logs")
-        driver = DemoDriver(robot.context, bag, live_baseline=settings.live_baseline)
+        robot = graph.start(stack, pair, settings, pair.max_new_tokens, out / "logs",
+                            out / "hops")
+        driver = DemoDriver(robot.context, bag, live_baseline=settings.live_baseline,
+                            paused_twins=True)
         stack.callback(driver.close)
         robot.add_node(driver)
         driver.wait_for_graph(30.0)
         started = time.monotonic()
         for seed in tqdm(demo_seeds(tasks, args.first_seed), desc="tasks", unit="task"):
-            result = run_task(driver, seed, args.max_decisions)
+            result = run_task(driver, seed, args.max_decisions, pair.task_mix)
             results.append(result)
             tqdm.write(report.task_line(len(results), result))
         done = time.monotonic()
-    return results, {"start_s": started - t0, "tasks_s": done - started,
-                     "stop_s": time.monotonic() - done}
+    return results, driver.twins, {
+        "start_s": started - t0, "tasks_s": done - started, "stop_s": time.monotonic() - done,
+        "paused_twins_s": sum(twin["twin_s"] for twin in driver.twins.values())}
 
 
 def _replay(pair, loaded, results, settings) -> float:

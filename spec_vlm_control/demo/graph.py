@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
+from .. import hops
 from ..graphs import CLOUD, DEMO_GRAPH, ROBOT
 from ..processes import CONFIG, EXECUTABLES, RosGraph, free_port
 from .pair import PairFolder
@@ -54,9 +55,12 @@ def domain_ids() -> tuple[int, int]:
 
 
 def start(stack: contextlib.ExitStack, pair: PairFolder, settings: GraphSettings,
-          max_new_tokens: int, log_dir: Path, timeout_s: float = 120.0) -> RosGraph:
-    """Start every node; return the robot's graph once all are ready. `stack` stops them."""
+          max_new_tokens: int, log_dir: Path, hop_dir: Path,
+          timeout_s: float = 120.0) -> RosGraph:
+    """Start every node, each recording the hop timeline into `hop_dir` (hops.py); return
+    the robot's graph once all are ready. `stack` stops them."""
     log_dir.mkdir(parents=True, exist_ok=True)
+    env = {hops.ENV: str(hop_dir)}
     robot_id, cloud_id = domain_ids()
     sites = {ROBOT: stack.enter_context(contextlib.closing(
                  RosGraph(robot_id, log_dir, probe_name="demo_robot_probe"))),
@@ -64,7 +68,8 @@ def start(stack: contextlib.ExitStack, pair: PairFolder, settings: GraphSettings
                  RosGraph(cloud_id, log_dir, probe_name="demo_cloud_probe")))}
     endpoint = f"tcp/127.0.0.1:{free_port()}"
     args = {"draft_model": str(pair.draft), "target_model": str(pair.target),
-            "sim_seed": settings.first_seed, "cloud_endpoint": endpoint,
+            "sim_seed": settings.first_seed, "sim_task_mix": pair.task_mix,
+            "cloud_endpoint": endpoint,
             "listen_endpoint": endpoint, "exit_adapters": str(pair.exit_adapters or "")}
     params = {"cloud": {"dtype": settings.dtype, "exit_layers": pair.exit_layers or [-1]},
               "edge": {"dtype": settings.dtype, "mode": settings.mode,
@@ -73,11 +78,13 @@ def start(stack: contextlib.ExitStack, pair: PairFolder, settings: GraphSettings
     nodes = [(sites[site], node) for site in (CLOUD, ROBOT)   # the cloud's bridge listens first
              for node in DEMO_GRAPH.sites[site]]
     # The edge and the cloud load their models while the other nodes start.
-    loading = [(graph, graph.start_node(node, args, params.get(node.executable), wait=False))
+    loading = [(graph, graph.start_node(node, args, params.get(node.executable), wait=False,
+                                        env=env))
                for graph, node in nodes if "model" in node.params]
     for graph, node in nodes:
         if "model" not in node.params:
-            graph.start_node(node, args, params.get(node.executable), timeout=timeout_s)
+            graph.start_node(node, args, params.get(node.executable), timeout=timeout_s,
+                             env=env)
     for graph, process in loading:
         graph.wait_for(lambda p=process: "ready:" in p.log() or not p.alive(), timeout_s,
                        f"{process.name} to load its model")

@@ -1,7 +1,9 @@
 """The demo's model pair on disk: a folder with `target/` and `draft/` (Hugging Face model
 folders with tokenizer and image processor), the target's exit adapters (`target/exits/`, as
 `spec-vlm train-exits` writes them) and optionally `pair.json` ({"exit_layers": [k],
-"max_new_tokens": n, "exit_adapters": "relative/path"}).
+"max_new_tokens": n, "exit_adapters": "relative/path", "task_mix": name}); `task_mix`
+names the scene sampler's task mix the pair was trained on (sim/scenes.TASK_MIXES, default
+the first pair's), from which the demo samples its tasks.
 
 The trained pair ships inside the package (data/demo_pair); `--models DIR` points the demo
 at any folder of the same layout (e.g. tiny random checkpoints in the tests).
@@ -18,9 +20,10 @@ from typing import Optional
 
 from ..core.user_errors import UserError, blame
 from ..demo_pair import COMMITTED
+from ..sim.scenes import DEFAULT_TASK_MIX, TASK_MIXES
 
 DEFAULT_MAX_NEW_TOKENS = 32
-META_KEYS = ("exit_layers", "max_new_tokens", "exit_adapters")
+META_KEYS = ("exit_layers", "max_new_tokens", "exit_adapters", "task_mix")
 
 
 @dataclass(frozen=True)
@@ -62,6 +65,10 @@ class PairFolder:
     def max_new_tokens(self) -> int:
         return int(self.meta.get("max_new_tokens", DEFAULT_MAX_NEW_TOKENS))
 
+    @property
+    def task_mix(self) -> str:
+        return self.meta.get("task_mix", DEFAULT_TASK_MIX)
+
 
 def open_pair(path: Optional[str | Path] = None) -> PairFolder:
     root = Path(path) if path else COMMITTED
@@ -89,6 +96,9 @@ def _read_meta(path: Path) -> dict:
     tokens = meta.get("max_new_tokens", DEFAULT_MAX_NEW_TOKENS)
     if type(tokens) is not int or tokens < 1:
         raise UserError(f"{path}: max_new_tokens must be a positive integer, not {tokens!r}")
+    mix = meta.get("task_mix", DEFAULT_TASK_MIX)
+    if not (isinstance(mix, str) and mix in TASK_MIXES):
+        raise UserError(f"{path}: task_mix must be one of {', '.join(TASK_MIXES)}, not {mix!r}")
     named = meta.get("exit_adapters")
     if named is not None and not (isinstance(named, str) and (path.parent / named).is_dir()):
         raise UserError(f"{path}: exit_adapters {named!r} is not a folder beside it")

@@ -1,6 +1,7 @@
 """The demo's report: a line per task while it runs, then a table per decision, demo.json
-(config, decisions, tasks, summary), the frames the edge decided on, and demo.png (each
-task's trajectory in its room, and a latency timeline)."""
+(config, decisions, tasks, summary), the frames the edge decided on, demo.png (each
+task's trajectory in its room, and a latency timeline) and demo_hops.png (where each
+decision's live time went, and live vs paused vs replayed)."""
 from __future__ import annotations
 
 import json
@@ -10,6 +11,8 @@ from dataclasses import asdict
 from pathlib import Path
 
 from ..sim.episode import TaskResult
+from .. import hops
+from . import timeline
 from .replay import BASELINES, MODES
 
 TRAJECTORY_HZ = 10.0     # odometry kept in demo.json (the bag has all of it)
@@ -57,7 +60,10 @@ def print_decisions(results: list[TaskResult]) -> None:
               f"{result.instruction!r} (scene {result.seed})")
 
 
-def write(out: Path, results: list[TaskResult], timing: dict, config: dict) -> dict:
+def write(out: Path, results: list[TaskResult], timing: dict, config: dict,
+          paused: dict[int, dict], trips: dict[int, list]) -> dict:
+    """`paused`: the paused twins' stats by live request id; `trips`: the hop timeline's
+    round trips by request id (timeline.by_request)."""
     frames = out / "frames"
     frames.mkdir(exist_ok=True)
     decisions, tasks = [], []
@@ -65,7 +71,13 @@ def write(out: Path, results: list[TaskResult], timing: dict, config: dict) -> d
         first = len(decisions)
         for i, d in enumerate(result.decisions, 1):
             row = {k: v for k, v in asdict(d).items() if k != "jpeg"}
-            row.update(task=n, decision=i, says_stop=d.says_stop)
+            row.update(task=n, decision=i, says_stop=d.says_stop,
+                       timeline=timeline.decision(trips.get(d.request_id, []), d.stats,
+                                                  config["rtt_ms"]),
+                       paused=dict(paused.get(d.request_id, {"ok": False})))
+            if row["paused"]["ok"]:
+                row["paused"]["timeline"] = timeline.decision(
+                    trips.get(row["paused"]["request_id"], []), row["paused"], config["rtt_ms"])
             if d.jpeg:
                 name = f"task{n:02d}_decision{i}.jpg"
                 (frames / name).write_bytes(d.jpeg)
@@ -76,10 +88,14 @@ def write(out: Path, results: list[TaskResult], timing: dict, config: dict) -> d
                           end=asdict(result.end), decisions=list(range(first, len(decisions))),
                           trajectory=_thin(result.trajectory)))
     summary = _summary(results, decisions)
+    live_trips = [t for d in decisions for t in trips.get(d["request_id"], ())]
+    summary["hops"] = hops_summary = hops.summarize(live_trips, config["rtt_ms"])
+    summary["split"] = _split(decisions, hops_summary)
     (out / "demo.json").write_text(json.dumps(dict(config=config, timing=timing,
                                                    summary=summary, tasks=tasks,
                                                    decisions=decisions), indent=1))
     plot(results, out / "demo.png")
+    plot_hops(decisions, summary["split"], config["rtt_ms"], out / "demo_hops.png")
     return summary
 
 
@@ -133,6 +149,53 @@ def _live_baseline(ok: list[dict], median) -> dict:
     return found
 
 
+def _split(decisions: list[dict], hops_summary: dict) -> dict:
+    """Live vs paused vs replayed, medians per decision (ms): the software's part from the
+    hop timeline, CPU contention as live minus paused on the same decision."""
+    ok = [d for d in decisions if d["stats"].get("ok")]
+    paired = [d for d in ok if d["paused"]["ok"]]
+    median = timeline.median
+    return {
+        "decisions": len(ok), "paused_decisions": len(paired),
+        "paused_same_answer": sum(d["paused"]["same_as_live"] for d in paired),
+        "paused_same_frame": sum(d["paused"]["same_frame"] for d in paired),
+        "live_total_ms": median(1000 * d["stats"]["total_s"] for d in ok),
+        "paused_total_ms": median(1000 * d["paused"]["total_s"] for d in paired),
+        "replay_total_ms": median(1000 * d["replays"]["speculative"]["total_s"]
+                                  for d in ok if "speculative" in d["replays"]),
+        "software_ms": median(d["timeline"]["software_ms"] for d in ok),
+        "paused_software_ms": median(d["paused"]["timeline"]["software_ms"] for d in paired),
+        "timeline_overhead_ms": median(d["timeline"]["overhead_ms"] for d in ok),
+        "contention_ms": median(1000 * (d["stats"]["total_s"] - d["paused"]["total_s"])
+                                for d in paired),
+        "live_over_replay_ms": median(
+            1000 * (d["stats"]["total_s"] - d["replays"]["speculative"]["total_s"])
+            for d in ok if "speculative" in d["replays"]),
+        "overhead_per_round_trip_ms": hops_summary["overhead"]["median_ms"],
+        "overhead_per_round_trip_p95_ms": hops_summary["overhead"]["p95_ms"],
+        "round_trips": hops_summary["round_trips"], "complete_round_trips":
+            hops_summary["complete"]}
+
+
+def split(summary: dict) -> str:
+    """The live-vs-replay headline: where the live time went."""
+    s = summary["split"]
+    return (f"live vs replay (median per decision, ms): live {_ms1(s['live_total_ms'])}, "
+            f"live with sim and camera paused {_ms1(s['paused_total_ms'])}, replayed "
+            f"{_ms1(s['replay_total_ms'])}; live - replayed {_ms1(s['live_over_replay_ms'])}, "
+            f"of it software {_ms1(s['software_ms'])} (paused {_ms1(s['paused_software_ms'])}"
+            f"; timeline overhead {_ms1(s['timeline_overhead_ms'])}) and contention "
+            f"(live - paused) {_ms1(s['contention_ms'])}; overhead per round trip "
+            f"{_ms1(s['overhead_per_round_trip_ms'])} (p95 "
+            f"{_ms1(s['overhead_per_round_trip_p95_ms'])}) over {s['complete_round_trips']}/"
+            f"{s['round_trips']} complete round trips; paused twins: "
+            f"{s['paused_same_answer']}/{s['paused_decisions']} same answers")
+
+
+def _ms1(value) -> str:
+    return "—" if value is None else f"{value:.1f}"
+
+
 def replayed(summary: dict) -> str:
     """Every mode and baseline replayed on one cloud: median first step / total per decision."""
     cells = [f"{mode} {_ms(summary.get(f'median_{mode}_first_step_s'))}/"
@@ -180,9 +243,9 @@ def plot(results: list[TaskResult], path: Path) -> None:
 def _room(ax, number: int, result: TaskResult) -> None:
     from matplotlib.patches import Circle, Rectangle
 
-    from ..sim.scenes import SceneSampler
+    from ..sim.episode import demo_scene
     from ..sim.world import COLOURS
-    scene = SceneSampler(seed=result.seed).sample()
+    scene = demo_scene(result.seed, result.task_mix)
     world = scene.world
     target = None if scene.task.verb == "stop" else scene.task.target(world)
     ax.add_patch(Rectangle((0, 0), world.width, world.depth, fill=False, lw=1))
@@ -240,3 +303,48 @@ def _timeline(ax, results: list[TaskResult]) -> None:
     ax.set_ylabel("decode time (ms)")
     ax.set_title("latency of each decision")
     ax.legend(fontsize=7, loc="upper left")
+
+
+def plot_hops(decisions: list[dict], split: dict, rtt_ms: float, path: Path) -> None:
+    """Per decision, its live time stacked by where it went (timeline.stacked); beside it,
+    live, paused, replayed and the software's part per decision."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    ok = [d for d in decisions if d["stats"].get("ok")]
+    fig, (bars, points) = plt.subplots(2, 1, figsize=(max(8.0, 0.22 * len(ok) + 4) + 3, 9),
+                                       height_ratios=[3, 2])
+    colours = plt.get_cmap("tab20").colors
+    bottoms = [0.0] * len(ok)
+    stacks = [timeline.stacked(d["timeline"], d["stats"], rtt_ms) for d in ok]
+    for i, part in enumerate(stacks[0] if stacks else ()):
+        heights = [max(0.0, s[part]) for s in stacks]
+        bars.bar(range(len(ok)), heights, bottom=bottoms, color=colours[i % len(colours)],
+                 label=part, width=0.8)
+        bottoms = [b + h for b, h in zip(bottoms, heights)]
+    bars.set_ylabel("ms")
+    bars.set_title(f"where each decision's live time went (hop timeline; {rtt_ms:g} ms "
+                   f"emulated round trip)")
+    bars.legend(fontsize=6, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    labels = [f"{d['task']}.{d['decision']}" for d in ok]
+    series = {"live": lambda d: 1000 * d["stats"]["total_s"],
+              "live, sim and camera paused": lambda d: (1000 * d["paused"]["total_s"]
+                                                        if d["paused"]["ok"] else None),
+              "replayed (same mode)": lambda d: (
+                  1000 * d["replays"]["speculative"]["total_s"]
+                  if "speculative" in d["replays"] else None),
+              "software (timeline)": lambda d: d["timeline"]["software_ms"]}
+    for (label, value), marker in zip(series.items(), "osd^"):
+        ys = [value(d) for d in ok]
+        points.plot(range(len(ok)), [math.nan if y is None else y for y in ys], marker,
+                    ls="none", label=f"{label}: median {_ms1(timeline.median(ys))} ms")
+    for axis in (bars, points):
+        axis.set_xticks(range(len(ok)), labels, fontsize=6, rotation=90)
+        axis.set_xlim(-0.6, len(ok) - 0.4)
+    points.set_xlabel("task.decision")
+    points.set_ylabel("ms")
+    points.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    points.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)

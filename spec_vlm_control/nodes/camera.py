@@ -30,6 +30,7 @@ from spec_vlm_control.camera import (BagReplay, Frame, FrameError, Paced, Shaper
                                      run_capture)
 from spec_vlm_control.nodes.common import OneOf, Range, declare_parameters, spin
 from spec_vlm_control.nodes.convert import to_time
+from spec_vlm_control.sim.scenes import DEFAULT_TASK_MIX, TASK_MIXES, SceneSampler
 
 # name -> (default, description[, check]); config/camera.yaml lists the same keys.
 PARAMETERS = {
@@ -63,9 +64,27 @@ PARAMETERS = {
                       Range(0.0, low_open=True)),
     "sim_seed": (0, "source 'sim': seed of the scene (the simulator must use the same one)",
                  Range(0)),
+    "sim_task_mix": (DEFAULT_TASK_MIX, "source 'sim': task mix of the scene sampler (the "
+                                       "simulator must use the same one)",
+                     OneOf(tuple(TASK_MIXES))),
+    "paused": (False, "live sources: grab, render and publish nothing (settable while "
+                      "running: the demo's paused twins decide without the camera)"),
 }
 
 IMAGE_QOS = QoSProfile(depth=1, reliability=ReliabilityPolicy.BEST_EFFORT)
+
+
+class Pausable:
+    """A live grabber that grabs nothing while `paused()`: no capture, render or publish."""
+
+    def __init__(self, grabber, paused):
+        self.grabber, self.paused = grabber, paused
+
+    def grab(self):
+        return None if self.paused() else self.grabber.grab()
+
+    def close(self) -> None:
+        self.grabber.close()
 
 
 class CameraNode(Node):
@@ -111,7 +130,8 @@ class CameraNode(Node):
         else:
             raise SourceError(f"unknown source {kind!r} (opencv, bag, go2 or sim)")
         self.get_logger().info(f"camera: source {kind} at {p['rate_hz']:g} Hz")
-        return Paced(grabber, p["rate_hz"])
+        return Paced(Pausable(grabber, lambda: self.get_parameter("paused").value),
+                     p["rate_hz"])
 
     def _sim_grabber(self):
         from nav_msgs.msg import Odometry
@@ -121,14 +141,14 @@ class CameraNode(Node):
         from spec_vlm_control.camera.simulated import SimSource
         from spec_vlm_control.nodes.common import LATCHED_QOS
         from spec_vlm_control.sim.camera import EgoCamera
-        from spec_vlm_control.sim.scenes import SceneSampler
         from spec_vlm_control.sim.world import Pose
 
         camera = EgoCamera(**{k: self.p[k] for k in ("width", "height") if self.p[k]})
 
         def load(seed: int) -> None:
             # One assignment, so the capture thread sees the old world or the new, never a mix.
-            self._sim_world = SceneSampler(seed=seed, camera=camera).sample().world
+            self._sim_world = SceneSampler(seed=seed, camera=camera,
+                                           task_mix=self.p["sim_task_mix"]).sample().world
 
         def on_odom(msg: Odometry) -> None:
             q, pos = msg.pose.pose.orientation, msg.pose.pose.position

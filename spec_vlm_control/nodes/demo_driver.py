@@ -5,7 +5,9 @@ watches what the robot does; it never talks to the models. It learns each reques
 exact JPEG the edge decided on, from spec_vlm/request on the robot's side of the bridge.
 Everything it sees is also written to an MCAP bag.
 
-Publishes   sim/scene (std_msgs/UInt32, latched), instruction (std_msgs/String)
+Publishes   sim/scene (std_msgs/UInt32, latched), instruction (std_msgs/String),
+            image/compressed (only for a paused twin: its decision's own frame again)
+Sets        the `paused` parameter of the sim and camera nodes (paused twins)
 Subscribes  odom, image/compressed, edge/frame, cmd_vel, spec_vlm/request, spec_vlm/verdict,
             verified_tokens, request_stats, plan_status, baseline/verified_tokens,
             baseline/request_stats
@@ -22,6 +24,8 @@ from typing import Callable, Optional
 from geometry_msgs.msg import Twist
 from nav_msgs.msg import Odometry
 from rclpy.node import Node
+from rclpy.parameter import Parameter
+from rclpy.parameter_client import AsyncParameterClient
 from rclpy.serialization import serialize_message
 from sensor_msgs.msg import CompressedImage
 from std_msgs.msg import Header, String, UInt32
@@ -29,7 +33,7 @@ from std_msgs.msg import Header, String, UInt32
 import spec_vlm_control.msg as ros
 from spec_vlm_control import topics
 from spec_vlm_control.nodes.common import LATCHED_QOS, PROTOCOL_QOS, SENSOR_QOS
-from spec_vlm_control.nodes.convert import from_ros, stamp_ns
+from spec_vlm_control.nodes.convert import from_ros, stamp_ns, to_time
 from spec_vlm_control.recording import Recorder
 from spec_vlm_control.sim.episode import Decision
 from spec_vlm_control.sim.world import Pose
@@ -38,17 +42,22 @@ PLAN_ENDS = {ros.PlanStatus.FINISHED: "finished", ros.PlanStatus.REJECTED: "reje
              ros.PlanStatus.PREEMPTED: "preempted"}
 STILL_FRAME_S = 0.3         # a frame this long after the plan ended shows the robot at rest
 EDGE_FRAME_WAIT_S = 5.0     # for the edge to hold the frame the driver saw
+WORLD = ("sim", "camera")   # the nodes a paused twin holds still
+IN_FLIGHT_S = 0.5           # for their last messages to arrive
 
 
 class DemoDriver(Node):
     def __init__(self, context, bag: Path, request_timeout_s: float = 60.0,
-                 plan_timeout_s: float = 40.0, live_baseline: bool = False):
-        """live_baseline: the edge runs one (its parameter): each decision waits for it."""
+                 plan_timeout_s: float = 40.0, live_baseline: bool = False,
+                 paused_twins: bool = False):
+        """live_baseline: the edge runs one (its parameter): each decision waits for it.
+        paused_twins: each executed decision is decided again with the world paused (twin)."""
         super().__init__("demo_driver", context=context)
         self.recorder: Optional[Recorder] = Recorder(bag)
         self._record_lock = threading.Lock()
         self.request_timeout_s, self.plan_timeout_s = request_timeout_s, plan_timeout_s
-        self.live_baseline = live_baseline
+        self.live_baseline, self.paused_twins = live_baseline, paused_twins
+        self.twins: dict[int, dict] = {}          # live request id -> its paused twin
         self.t0 = time.monotonic()
         self.changed = threading.Condition()
         self.odom: Optional[Odometry] = None
@@ -67,6 +76,7 @@ class DemoDriver(Node):
 
         self.scene_pub = self.create_publisher(UInt32, topics.SIM_SCENE, LATCHED_QOS)
         self.instruction_pub = self.create_publisher(String, topics.INSTRUCTION, PROTOCOL_QOS)
+        self.image_pub = self.create_publisher(CompressedImage, topics.IMAGE, SENSOR_QOS)
         self._listen(Odometry, topics.ODOM, self._on_odom, 10)
         self._listen(CompressedImage, topics.IMAGE, self._on_image, SENSOR_QOS)
         self._listen(Header, topics.EDGE_FRAME,
@@ -245,6 +255,52 @@ class DemoDriver(Node):
         self.fresh_from_ns = self._now_ns() + int(STILL_FRAME_S * 1e9)
         self._wait(lambda: self.frame_stamp_ns >= self.fresh_from_ns, STILL_FRAME_S + 5.0)
         decision.ended_s = time.monotonic() - self.t0
+        if self.paused_twins and decision.jpeg:
+            self.twins[rid] = self.twin(decision)
+
+    # -- paused twins ----------------------------------------------------------------------
+    def twin(self, decision: Decision) -> dict:
+        """The decision again right after its plan ran, with the sim and the camera paused:
+        next to it in time, so that a change in the machine's load hits both alike. The
+        paused sim takes no commands, so the twin's plan moves nothing."""
+        began = time.monotonic()
+        self.pause_world(True)
+        try:
+            again = self.decide_again(decision)
+        finally:
+            self.pause_world(False)
+            self.fresh_from_ns = self._now_ns()     # the next decision sees the world again
+        return dict(again.stats, ok=bool(again.stats.get("ok")), request_id=again.request_id,
+                    same_frame=again.jpeg == decision.jpeg,
+                    same_as_live=again.token_ids == decision.token_ids,
+                    twin_s=time.monotonic() - began)
+
+    def pause_world(self, paused: bool, timeout: float = 10.0) -> None:
+        """Hold the sim and the camera still (or let them go on): their `paused` parameter."""
+        for name in WORLD:
+            client = AsyncParameterClient(self, name)
+            if not client.wait_for_services(timeout):
+                raise TimeoutError(f"the {name} node's parameter services did not answer")
+            done = threading.Event()
+            future = client.set_parameters([Parameter("paused", value=paused)])
+            future.add_done_callback(lambda _: done.set())
+            if not done.wait(timeout) or not all(r.successful for r in future.result().results):
+                raise RuntimeError(f"could not set paused={paused} on the {name} node")
+        if paused:
+            time.sleep(IN_FLIGHT_S)     # a frame rendered before the pause is still on its way
+
+    def decide_again(self, decision: Decision) -> Decision:
+        """The decision once more, on its own frame and instruction, with the world paused
+        (pause_world): the frame is published again stamped now, and the plan is left to end
+        (the robot stands still while it decides, as in the live pass)."""
+        frame = CompressedImage(format="jpeg", data=decision.jpeg)
+        self.fresh_from_ns = self._now_ns()
+        frame.header.stamp = to_time(self.fresh_from_ns)
+        self._publish(self.image_pub, topics.IMAGE, frame)
+        again = self.decide(decision.instruction)
+        if again.request_id:
+            self._wait(lambda: again.request_id in self.plan_ends, self.plan_timeout_s)
+        return again
 
     def pose(self) -> Pose:
         with self.changed:

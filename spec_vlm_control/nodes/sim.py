@@ -1,7 +1,8 @@
 """`sim` node: the simulated Go2 world, for running the whole graph on a laptop.
 
 Integrates velocity commands from `cmd_vel` into the robot's pose in the room of scene
-`sim_seed` (spec_vlm_control.sim, Go2-like speed limits, motion stops at contact) and
+`sim_seed` under task mix `sim_task_mix` (spec_vlm_control.sim, Go2-like speed limits,
+motion stops at contact) and
 publishes odometry and the forward range reading. The camera node's `sim` source renders the
 ego view from that odometry; it must use the same `sim_seed` (and its default image size).
 A seed on `sim/scene` moves both to that scene's room and start pose, so one running graph
@@ -25,9 +26,9 @@ from sensor_msgs.msg import Range as RangeMsg
 from std_msgs.msg import UInt32
 
 from spec_vlm_control import topics
-from spec_vlm_control.nodes.common import (LATCHED_QOS, SENSOR_QOS, Range, declare_parameters,
-                                           spin)
-from spec_vlm_control.sim.scenes import SceneSampler
+from spec_vlm_control.nodes.common import (LATCHED_QOS, SENSOR_QOS, OneOf, Range,
+                                           declare_parameters, spin)
+from spec_vlm_control.sim.scenes import DEFAULT_TASK_MIX, TASK_MIXES, SceneSampler
 from spec_vlm_control.sim.world import BodyVelocity
 
 POSITIVE = Range(0.0, low_open=True)
@@ -35,12 +36,17 @@ POSITIVE = Range(0.0, low_open=True)
 PARAMETERS = {
     "sim_seed": (0, "scene seed (room, objects, start pose); the camera's must be the same",
                  Range(0)),
+    "sim_task_mix": (DEFAULT_TASK_MIX, "the scene sampler's task mix (the model pair's "
+                                       "pair.json task_mix); the camera's must be the same",
+                     OneOf(tuple(TASK_MIXES))),
     "rate_hz": (50.0, "integration and odometry rate", Range(0.0, 1000.0, low_open=True)),
     "cmd_timeout_s": (0.5, "a velocity command older than this counts as zero, as on the Go2",
                       POSITIVE),
     "range_max_m": (5.0, "reach of the forward range sensor", POSITIVE),
     "cmd_limit": (10.0, "a cmd_vel component beyond +-this (m/s, rad/s) marks the command "
                         "corrupt: it is ignored, not clamped to the speed limits", POSITIVE),
+    "paused": (False, "hold the world: no stepping, commands, odometry or range (settable "
+                      "while running: the demo's paused twins decide without the sim)"),
 }
 
 
@@ -62,13 +68,15 @@ class SimNode(Node):
     def _load(self, seed: int):
         """Scene `seed`'s room with the robot at rest at its start pose. A command sent in
         the old scene is dropped: it was meant for another room."""
-        scene = SceneSampler(seed=seed).sample()
+        scene = SceneSampler(seed=seed, task_mix=self.p["sim_task_mix"]).sample()
         self.world, self.seed = scene.world, seed
         self.cmd, self.cmd_at = BodyVelocity(), 0.0
         self.get_logger().info(f"scene {seed}: {len(self.world.objects)} objects; its task: "
                                f"{scene.task.instruction!r}")
 
     def _on_cmd(self, msg: Twist) -> None:
+        if self.get_parameter("paused").value:
+            return                  # a plan run while paused must not move it on resuming
         values = (msg.linear.x, msg.linear.y, msg.angular.z)
         if not all(math.isfinite(v) and abs(v) <= self.p["cmd_limit"] for v in values):
             self.bad_cmds += 1
@@ -80,6 +88,9 @@ class SimNode(Node):
 
     def _step(self) -> None:
         now = time.monotonic()
+        if self.get_parameter("paused").value:
+            self.last = now                     # resumes from rest, not with a long step
+            return
         fresh = now - self.cmd_at <= self.p["cmd_timeout_s"]
         pose = self.world.step(self.cmd if fresh else BodyVelocity(), now - self.last)
         self.last = now

@@ -91,7 +91,9 @@ class SceneSet:
 
 def render_scenes(n: int, seed: int, camera: EgoCamera = EgoCamera(), on_grid: bool = False,
                   progress: bool = False, **sampler_options) -> SceneSet:
-    """n scenes from SceneSampler(seed), rendered and labelled; the same arguments give the same set."""
+    """n scenes from SceneSampler(seed), rendered and labelled; the same arguments give the same
+    set. `sampler_options` go to the sampler, e.g. task_mix (sim/scenes.TASK_MIXES) and
+    max_forward; a two-goal scene's `target` is its first goal."""
     sampler = SceneSampler(seed=seed, camera=camera, on_grid=on_grid,
                            objects=(2, MAX_OBJECTS), **sampler_options)
     images = np.zeros((n, camera.height, camera.width, 3), np.uint8)

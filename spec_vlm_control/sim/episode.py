@@ -9,11 +9,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 from typing import Optional, Protocol
 
-from .scenes import SceneSampler
+from .scenes import DEFAULT_TASK_MIX, FIRST_DEMO_SEED, SceneSampler
 from .tasks import Task, succeeded
 from .world import Pose
 
-FIRST_DEMO_SEED = 10_000    # training draws its scenes from SceneSampler(seed=100...) streams
 MAX_DECISIONS = 8
 
 
@@ -53,6 +52,7 @@ class TaskResult:
     succeeded: bool
     decisions: list[Decision]
     trajectory: list[tuple[float, float, float, float]]   # (t_s, x, y, yaw) from odometry
+    task_mix: str = DEFAULT_TASK_MIX                       # the scene is demo_scene(seed, this)
 
 
 class Robot(Protocol):
@@ -73,8 +73,14 @@ class Robot(Protocol):
         """Odometry since the last reset."""
 
 
-def run_task(robot: Robot, seed: int, max_decisions: int = MAX_DECISIONS) -> TaskResult:
-    scene = SceneSampler(seed=seed).sample()
+def demo_scene(seed: int, task_mix: str = DEFAULT_TASK_MIX):
+    """Demo task `seed`: the first scene of SceneSampler(seed) under the pair's task mix."""
+    return SceneSampler(seed=seed, task_mix=task_mix).sample()
+
+
+def run_task(robot: Robot, seed: int, max_decisions: int = MAX_DECISIONS,
+             task_mix: str = DEFAULT_TASK_MIX) -> TaskResult:
+    scene = demo_scene(seed, task_mix)
     start, instruction = scene.world.pose, scene.task.instruction
     robot.reset(seed, start)
     decisions = []
@@ -89,7 +95,7 @@ def run_task(robot: Robot, seed: int, max_decisions: int = MAX_DECISIONS) -> Tas
         decision.pose_after = robot.pose()
     end = robot.pose()
     return TaskResult(seed, instruction, start, end, judge(scene.task, scene.world, start, end),
-                      decisions, robot.trajectory())
+                      decisions, robot.trajectory(), task_mix)
 
 
 def judge(task: Task, world, start: Pose, end: Pose) -> bool:

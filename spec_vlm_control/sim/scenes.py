@@ -4,20 +4,46 @@ The robot is placed relative to the task's target: a chosen bearing and gap, so 
 label distribution is controlled and can be put exactly on the expert's rounding grid
 (`on_grid`) or anywhere between (off-grid). The target is in view and the straight way
 to it is free, so the expert's direct plan is the right one.
+
+Which tasks the scenes get is the sampler's task mix (TASK_MIXES); a trained model pair
+names the mix it learnt (pair.json `task_mix`) and the demo samples its scenes from it.
+A two-goal scene ("go to A then turn towards B") puts A within one walk and both objects
+in view, so that the expert's first answer is turn, walk, turn, and B is still in view
+when the robot, at A, decides again.
 """
 from __future__ import annotations
 
 import math
 import random
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from ..camera.frame import Frame
 from .camera import EgoCamera
-from .expert import AIM_M
-from .tasks import Task
+from .expert import AIM_M, after, expert_steps
+from .tasks import REACH_M, Task
 from .world import COLOURS, KINDS, Obstacle, Pose, SceneObject, World, wrap_angle
 
 TASK_WEIGHTS = {"go_to": 0.5, "turn_towards": 0.35, "stop": 0.15}
+FIRST_DEMO_SEED = 10_000    # training draws its scenes from SceneSampler(seed=100...) streams
+WALK_M = 1.0                # a two-goal scene's A is this walk away at most (one `forward`)
+
+
+@dataclass(frozen=True)
+class TaskMix:
+    """The tasks of a sampler's scenes. Scene i of SceneSampler(seed) sits at position
+    seed + i; every `two_goal_every`-th position, counted from FIRST_DEMO_SEED, is a two-goal
+    task (by construction, not by a draw, so any n demo tasks from FIRST_DEMO_SEED hold
+    ceil(n / two_goal_every) of them); the others draw a one-goal task by `weights`."""
+    weights: dict[str, float]
+    two_goal_every: int = 0         # 0: no two-goal tasks
+
+    def two_goal_at(self, position: int) -> bool:
+        return self.two_goal_every > 0 and (position - FIRST_DEMO_SEED) % self.two_goal_every == 0
+
+
+TASK_MIXES = {"one_goal": TaskMix(TASK_WEIGHTS),             # the first demo pair's
+              "two_goal_third": TaskMix(TASK_WEIGHTS, 3)}    # every third task two-goal
+DEFAULT_TASK_MIX = "one_goal"
 
 
 @dataclass(frozen=True)
@@ -39,17 +65,23 @@ class SceneSampler:
     angle_step: float = 10.0
     distance_step: float = 0.25
     max_forward: float | None = None   # the expert's longest walk per answer (None: no limit)
+    task_mix: str = DEFAULT_TASK_MIX   # a key of TASK_MIXES
 
     def __post_init__(self):
+        if self.task_mix not in TASK_MIXES:
+            raise ValueError(f"unknown task mix {self.task_mix!r} (known: {', '.join(TASK_MIXES)})")
         self.rng = random.Random(self.seed)
+        self.drawn = 0
 
     def sample(self) -> Scene:
+        two_goal = TASK_MIXES[self.task_mix].two_goal_at(self.seed + self.drawn)
+        self.drawn += 1
         while True:
-            scene = self._try()
+            scene = self._try(two_goal)
             if scene is not None:
                 return scene
 
-    def _try(self) -> Scene | None:
+    def _try(self, two_goal: bool) -> Scene | None:
         r = self.rng
         world = World(width=r.uniform(5.0, 7.0), depth=r.uniform(5.0, 7.0))
         world.obstacles = tuple(self._obstacle(world) for _ in range(r.randint(*self.obstacles)))
@@ -61,17 +93,55 @@ class SceneSampler:
                 return None
             objects.append(obj)
         world.objects = tuple(objects)
-        verb = r.choices(list(TASK_WEIGHTS), list(TASK_WEIGHTS.values()))[0]
+        if two_goal:
+            return self._two_goal(world)
+        weights = TASK_MIXES[self.task_mix].weights
+        verb = r.choices(list(weights), list(weights.values()))[0]
         target = r.choice(objects)
         task = Task(verb) if verb == "stop" else Task(verb, target.colour, target.kind)
-        if not self._place_robot(world, target):
+        bearing, gap = self._bearing_and_gap()
+        if not self._place_robot(world, target, bearing, gap, r.uniform(-math.pi, math.pi)):
             return None
         if not self._way_free(world, target):
             return None
         frame = self.camera.render(world)
-        if (frame.object_index == world.objects.index(target)).sum() < self.min_target_pixels:
+        if not self._in_view(frame, world, target):
             return None
         return Scene(world, task, frame)
+
+    def _two_goal(self, world: World) -> Scene | None:
+        """Go to A then turn towards B, from a pose whose expert answer is turn, walk, turn
+        and from which both are in view; B also in view (with margin) from the pose at A."""
+        r, half_fov = self.rng, self.camera.hfov_deg / 2 - 5
+        a, b = r.sample(world.objects, 2)
+        task = Task("go_to", a.colour, a.kind, Task("turn_towards", b.colour, b.kind))
+        walk = min(WALK_M, self.max_forward or WALK_M)
+        if self.on_grid:
+            k = int(half_fov // self.angle_step)
+            bearing = self.angle_step * r.choice([i for i in range(-k, k + 1) if i])
+            gap = AIM_M + self.distance_step * r.randint(1, int(walk // self.distance_step))
+        else:
+            bearing = r.uniform(-half_fov, half_fov)
+            gap = r.uniform(REACH_M + 0.01, AIM_M + walk)
+        # approach A from the side away from B, give or take 50 degrees, so B lies beyond A
+        away = math.atan2(a.y - b.y, a.x - b.x) + r.uniform(-0.9, 0.9)
+        if not (self._place_robot(world, a, bearing, gap, away) and self._way_free(world, a)):
+            return None
+        steps = expert_steps(world, task, self.angle_step, self.distance_step, self.max_forward)
+        if [s.verb.startswith("turn") for s in steps] != [True, False, True]:
+            return None
+        turn = steps[0].value * (1 if steps[0].verb == "turn_left" else -1)
+        at_a = replace(world, pose=after(world.pose, turn, steps[1].value))
+        if abs(math.degrees(at_a.relative(b)[0])) > half_fov:
+            return None
+        frame = self.camera.render(world)
+        if not (self._in_view(frame, world, a) and self._in_view(frame, world, b)
+                and self._in_view(self.camera.render(at_a), at_a, b)):
+            return None
+        return Scene(world, task, frame)
+
+    def _in_view(self, frame: Frame, world: World, obj: SceneObject) -> bool:
+        return (frame.object_index == world.objects.index(obj)).sum() >= self.min_target_pixels
 
     def _obstacle(self, world: World) -> Obstacle:
         r = self.rng
@@ -89,18 +159,20 @@ class SceneSampler:
                 return obj
         return None
 
-    def _place_robot(self, world: World, target: SceneObject) -> bool:
-        """Put the robot at a sampled (bearing, gap) from the target, facing about it."""
+    def _bearing_and_gap(self) -> tuple[float, float]:
+        """Where a one-goal task's object is seen from the start (degrees, metres)."""
         r, half_fov = self.rng, self.camera.hfov_deg / 2 - 5
         if self.on_grid:
             k = int(half_fov // self.angle_step)
             bearing = self.angle_step * r.randint(-k, k)
             n = int((self.max_gap - AIM_M) // self.distance_step)
-            gap = AIM_M + self.distance_step * r.randint(0, n)
-        else:
-            bearing = r.uniform(-half_fov, half_fov)
-            gap = r.uniform(0.12, self.max_gap)
-        away = r.uniform(-math.pi, math.pi)
+            return bearing, AIM_M + self.distance_step * r.randint(0, n)
+        return r.uniform(-half_fov, half_fov), r.uniform(0.12, self.max_gap)
+
+    def _place_robot(self, world: World, target: SceneObject, bearing: float, gap: float,
+                     away: float) -> bool:
+        """Put the robot `gap` from the target's footprint in direction `away` (rad) from
+        it, turned so that it sees the target at `bearing` (degrees); False if not free."""
         ux, uy = math.cos(away), math.sin(away)
         lo, hi = 0.0, gap + 2 * target.radius + 1.0  # bisect the centre distance for this gap
         for _ in range(60):

@@ -11,23 +11,41 @@ FACING_DEG = 15.0      # "facing" an object: its centre within this of straight 
 STILL_M, STILL_DEG = 0.05, 3.0  # "stop": the robot has not moved more than this
 
 VERBS = ("go_to", "turn_towards", "stop")
+THEN = "then"          # joins two goals: "go to the red ball then turn towards the blue box"
+TWO_GOAL = "go_to_then_turn_towards"   # the one two-goal task type
 
 
 @dataclass(frozen=True)
 class Task:
-    verb: str                 # one of VERBS
+    verb: str                 # one of VERBS: the first (or only) goal's
     colour: str | None = None
     kind: str | None = None
+    then: "Task | None" = None  # the second goal (turn towards B), done once at the first
+
+    @property
+    def type(self) -> str:
+        """The task type: the verb, or TWO_GOAL."""
+        return f"{self.verb}_{THEN}_{self.then.verb}" if self.then else self.verb
 
     @property
     def instruction(self) -> str:
         if self.verb == "stop":
             return "stop"
-        return f"{self.verb.replace('_', ' ')} the {self.colour} {self.kind}"
+        first = f"{self.verb.replace('_', ' ')} the {self.colour} {self.kind}"
+        return f"{first} {THEN} {self.then.instruction}" if self.then else first
 
     @classmethod
     def parse(cls, text: str) -> "Task":
         words = text.strip().lower().split()
+        if words.count(THEN) == 1 and words.index(THEN) == 5:
+            first, then = cls._one_goal(words[:5], text), cls._one_goal(words[6:], text)
+            if (first.verb, then.verb) == ("go_to", "turn_towards"):
+                return cls(first.verb, first.colour, first.kind, then)
+            raise ValueError(f"not an instruction: {text!r}")
+        return cls._one_goal(words, text)
+
+    @classmethod
+    def _one_goal(cls, words: list[str], text: str) -> "Task":
         if words == ["stop"]:
             return cls("stop")
         if (len(words) == 5 and words[2] == "the" and words[3] in COLOURS and words[4] in KINDS
@@ -51,6 +69,8 @@ def succeeded(task: Task, world: World, start: Pose) -> bool:
                                              math.cos(world.pose.yaw - start.yaw))))
         return moved <= STILL_M and turned <= STILL_DEG
     obj = task.target(world)
+    if task.then is not None:   # at the first goal (not necessarily facing it), facing the second
+        return world.relative(obj)[1] <= REACH_M and facing(world, task.then.target(world))
     if task.verb == "turn_towards":
         return facing(world, obj)
     return facing(world, obj) and world.relative(obj)[1] <= REACH_M

@@ -1,0 +1,77 @@
+"""Where a demo decision's live time goes: its hop timeline (hops.py) and the split of
+live time into what the decoding costs and what the software adds.
+
+The demo's node processes record the timeline (SPEC_VLM_HOPS); each decision gets the round
+trips of its own request (a block and its final verdict), each segment in ms. Per decision:
+
+    software = live total (RequestStats.total_s) - edge drafting (draft_s)
+               - round trips x emulated round trip - the cloud's passes - their queue
+
+that is, the time no model computes and no emulated link delays. With one block in flight
+at a time (plain, early_exit) it is exact; where drafting overlaps the round trips
+(preemptive, pipelined) it counts the overlap out twice, and in cloud_led the cloud's own
+passes (its commits) are not timed: there it is left out (None). `overhead` sums the round
+trips' own overheads (hops.RoundTrip.overhead_ns): the part of `software` between the edge's
+send of a block and its receipt of the verdict.
+"""
+from __future__ import annotations
+
+import statistics
+from pathlib import Path
+
+from .. import hops
+from ..core.protocol import MODE_NAMES
+
+EMULATED_LINK = "emulated link"
+
+
+def by_request(folder: Path) -> dict[int, list[hops.RoundTrip]]:
+    """The merged round trips of every request recorded in `folder` (one robot)."""
+    trips: dict[int, list[hops.RoundTrip]] = {}
+    for trip in hops.round_trips(hops.read_events(folder)):
+        trips.setdefault(trip.request, []).append(trip)
+    return trips
+
+
+def _ms(ns) -> float | None:
+    return None if ns is None else round(ns / 1e6, 4)
+
+
+def decision(trips: list[hops.RoundTrip], stats: dict, rtt_ms: float) -> dict:
+    """One decision's round trips (complete ones with every segment) and its split."""
+    emulated_ns = round(rtt_ms * 1e6)
+    complete = [t for t in trips if t.complete]
+    rows = [{"round": t.round, "missing": t.missing, "total_ms": _ms(t.total_ns),
+             "segments_ms": {k: _ms(v) for k, v in t.segments_ns().items()},
+             "overhead_ms": _ms(t.overhead_ns(emulated_ns)) if t.complete else None}
+            for t in trips]
+    passed = sum(t.pass_ns() for t in complete) / 1e6
+    queued = sum(t.queued_ns() for t in complete) / 1e6
+    link = len(complete) * rtt_ms
+    found = {"round_trips": rows, "complete": len(complete), "pass_ms": round(passed, 4),
+             "queue_ms": round(queued, 4), "link_ms": link,
+             "overhead_ms": round(sum(t.overhead_ns(emulated_ns) for t in complete) / 1e6, 4),
+             "software_ms": None}
+    if stats.get("ok") and MODE_NAMES.get(stats.get("mode")) != "cloud_led":
+        found["software_ms"] = round(1000 * (stats["total_s"] - stats["draft_s"]) - link
+                                     - passed - queued, 4)
+    return found
+
+
+def stacked(timeline: dict, stats: dict, rtt_ms: float) -> dict[str, float]:
+    """A decision's live time in ms as parts that add up to it: edge drafting, each hop
+    segment summed over its round trips (emulated latency taken out into its own part),
+    and the edge's own time outside them (negative where drafting overlaps round trips)."""
+    parts = {"edge drafting": 1000 * stats["draft_s"]}
+    rows = [r for r in timeline["round_trips"] if not r["missing"]]
+    for name in hops.SEGMENTS:
+        parts[name] = sum(r["segments_ms"][name] for r in rows) \
+            - (rtt_ms / 2 * len(rows) if name in hops.EMULATED else 0.0)
+    parts[EMULATED_LINK] = rtt_ms * len(rows)
+    parts["edge, outside round trips"] = 1000 * stats["total_s"] - sum(parts.values())
+    return parts
+
+
+def median(values) -> float | None:
+    values = [v for v in values if v is not None]
+    return statistics.median(values) if values else None
