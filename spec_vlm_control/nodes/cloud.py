@@ -83,9 +83,12 @@ PARAMETERS = {
                                "at most this many per pass", Range(1, 1_000_000)),
     "max_wait_ms": (50.0, "work ready this long goes first; a new prompt's prefill yields to "
                           "the other sessions' passes until then", Range(0.0, 60000.0)),
+    "max_prefill_padding": (0.25, "a prompt chunk beside other sessions' rows is at most as "
+                                  "wide as keeps this share of the pass's positions padding, "
+                                  "until it has waited max_wait_ms", Range(0.0, 1.0)),
 }
 ADMISSION = ("max_sessions_per_robot", "max_requests_per_s", "request_burst")
-SCHEDULING = ("max_batch_sessions", "pass_token_budget", "max_wait_ms")
+SCHEDULING = ("max_batch_sessions", "pass_token_budget", "max_wait_ms", "max_prefill_padding")
 LIMITS = ("max_block_tokens", "max_new_tokens", "max_instruction_chars", "max_image_bytes",
           "max_image_pixels", "max_prompt_tokens")
 
