@@ -1,12 +1,12 @@
 """The demo pair's tokenizer, image processor, figures and training pipeline (short run)."""
 import json
 
-import numpy as np
 import pytest
 from PIL import Image
 
 from spec_vlm_control.demo_pair.data import Batcher, SceneSpec, pixel_values, render
-from spec_vlm_control.demo_pair.evaluation import plan_vector, within_one_step
+from spec_vlm_control.demo_pair.evaluation import (acceptance, plan_vector, speculative_figures,
+                                                   within_one_step)
 from spec_vlm_control.demo_pair.vocabulary import demo_image_processor, demo_tokenizer
 from spec_vlm_control.sim.expert import expert_steps
 from spec_vlm_control.sim.scenes import SceneSampler
@@ -83,6 +83,28 @@ def test_plan_vector_sums_signed_turns():
     assert plan_vector("turn_right 30 ; forward 1.25") == (-30.0, 1.25)
 
 
+def test_acceptance_by_block_position_counts_only_proposed_tokens():
+    """Blocks as (proposed, accepted): position i's share is over blocks that proposed an
+    i-th token; the mean is accepted tokens per round."""
+    figures = acceptance([[(4, 4), (4, 1)], [(2, 2), (0, 0)]])
+    assert figures["acceptance"] == 7 / 10 and figures["rounds"] == 4
+    assert figures["by_position"] == [3 / 3, 2 / 3, 1 / 2, 1 / 2]
+    assert figures["mean_accepted_per_round"] == 7 / 4
+    assert acceptance([[(2, 0)]])["by_position"] == [0.0, 0.0, None, None]
+
+
+def test_speculative_figures_split_by_answer_and_task():
+    spec = {"blocks": [[(4, 1)], [(2, 2)], [(4, 4), (1, 0)]], "passes": [2, 1, 2],
+            "tokens": [[5, 6, 3], [7, 3], [5, 5, 5, 5, 5, 3, 9]]}
+    figures = speculative_figures(spec, ["turn_left 10", "stop", "forward 1"],
+                                  ["turn towards the red ball", "stop", "go to the blue box"],
+                                  eos=[3])
+    assert figures["all"]["acceptance"] == 7 / 11
+    assert figures["stop excluded"]["acceptance"] == 5 / 9
+    assert figures["task stop"]["scenes"] == 1 and figures["task go"]["acceptance"] == 4 / 5
+    assert figures["target_passes_per_token"] == 5 / 11
+
+
 @pytest.mark.slow
 def test_short_train_demo_run_lowers_the_loss_and_writes_a_loadable_pair(tmp_path):
     """`spec-vlm train-demo --quick`: the pipeline from nothing to a model card, through the
@@ -97,8 +119,17 @@ def test_short_train_demo_run_lowers_the_loss_and_writes_a_loadable_pair(tmp_pat
     for name in ("vision", "target", "draft", "blind baseline"):
         rows = result["curves"][name]
         assert rows[-1]["loss"] < rows[0]["loss"], (name, rows)
-    assert result["metrics"]["speculative_equals_target_greedy"] == 1.0
+    m = result["metrics"]
+    assert m["speculative_equals_target_greedy"] == 1.0
+    # the draft is distilled from the finished target: its KL along the target's answers falls
+    assert result["curves"]["draft"][-1]["heldout_kl"] < result["curves"]["draft"][0]["heldout_kl"]
+    # the per-block record of the verdicts adds up to the engine's own tally
+    assert m["speculative"]["all"]["proposed"] == m["drafted"]
+    assert m["speculative"]["all"]["acceptance"] == m["acceptance_k4"]
+    assert {"render_s", "vision_s", "target_s", "baseline_s", "teacher_answers_s",
+            "distillation_s", "exits_s", "evaluation_s", "total_s"} <= set(result["timings_s"])
     card = (out / "MODEL_CARD.md").read_text()
+    assert "stop excluded" in card and "Target passes per committed token" in card
     for name, files in result["weights_sha256"].items():
         for f, digest in files.items():
             assert digest in card

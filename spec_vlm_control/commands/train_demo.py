@@ -24,7 +24,8 @@ def run(args) -> int:
     m = result["metrics"]
     print(f"target exact {m['target']['all']['exact']:.1%} (within one step "
           f"{m['target']['all']['within_one_step']:.1%}), blind baseline "
-          f"{m['blind_baseline']['all']['exact']:.1%}, acceptance {m['acceptance_k4']:.1%}, "
+          f"{m['blind_baseline']['all']['exact']:.1%}, acceptance {m['acceptance_k4']:.1%} "
+          f"({m['speculative']['stop excluded']['acceptance']:.1%} without stop answers), "
           f"exit agreement {m['exit_agreement']:.1%}, draft cost {m['draft_cost_ratio']:.1%}; "
           f"{result['timings_s']['total_s'] / 60:.1f} min. Model card: {out / 'MODEL_CARD.md'}")
     return 0

@@ -2,11 +2,12 @@
 
 Both are stock `Qwen2VLForConditionalGeneration` checkpoints (the family of the paper's Go2
 pair), so the robot and the cloud load them with the same code as Qwen2-VL-2B/7B. They share
-the vision tower's design and the word-level tokenizer; the draft's decoder is one layer.
+the vision tower's design and the word-level tokenizer; the draft's decoder is one layer by default
+(`Recipe.draft_layers`).
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 
 from .vocabulary import MERGE, PATCH, TEMPORAL
 
@@ -26,6 +27,12 @@ class Size:
 
 TARGET = Size(layers=6)
 DRAFT = Size(layers=1)
+
+
+def draft_size(layers: int) -> Size:
+    """The draft at a given depth. Its width stays the target's: the draft runs the target's
+    pre-trained vision tower, whose merger writes tokens of exactly that width."""
+    return replace(DRAFT, layers=layers, hidden=TARGET.hidden)
 
 
 def config(tokenizer, size: Size):

@@ -105,19 +105,21 @@ class Batcher:
 
     def __call__(self, scenes: SceneSet, idx, blind: bool = False) -> dict:
         """Model inputs and labels (-100 outside the answer); `blind` blanks the image."""
-        prompts = [self.prompt_ids(scenes.instructions[i]) for i in idx]
-        answers = [self.answer_ids(scenes.answers[i]) for i in idx]
+        images = scenes.images[np.asarray(idx)]
+        return self.encode([self.prompt_ids(scenes.instructions[i]) for i in idx],
+                           [self.answer_ids(scenes.answers[i]) for i in idx],
+                           np.zeros_like(images) if blind else images)
+
+    def encode(self, prompts: list[list[int]], answers: list[list[int]], images) -> dict:
+        """Right-padded inputs of prompt + answer token ids (labels: the answer's)."""
         length = max(len(p) + len(a) for p, a in zip(prompts, answers))
-        ids = torch.full((len(idx), length), self.pad)
-        labels = torch.full((len(idx), length), -100)
-        mask = torch.zeros((len(idx), length), dtype=torch.long)
+        ids = torch.full((len(prompts), length), self.pad)
+        labels = torch.full((len(prompts), length), -100)
+        mask = torch.zeros((len(prompts), length), dtype=torch.long)
         for row, (p, a) in enumerate(zip(prompts, answers)):
             ids[row, :len(p) + len(a)] = torch.tensor(p + a)
             labels[row, len(p):len(p) + len(a)] = torch.tensor(a)
             mask[row, :len(p) + len(a)] = 1
-        images = scenes.images[np.asarray(idx)]
-        if blind:
-            images = np.zeros_like(images)
         return dict(input_ids=ids, attention_mask=mask, labels=labels,
-                    pixel_values=pixel_values(images), image_grid_thw=image_grid(len(idx)),
+                    pixel_values=pixel_values(images), image_grid_thw=image_grid(len(prompts)),
                     mm_token_type_ids=(ids == self.image_token).int())

@@ -2,7 +2,8 @@
 
 - exact: the greedy answer equals the expert's, word for word;
 - within one step: both answers parse, and the signed turn and the forward distance each
-  differ by at most one rounding step (10 degrees, 0.25 m); `stop` is (0, 0);
+  differ by at most one rounding step (10 degrees, 0.25 m); `stop` is (0, 0); against a
+  multi-step expert plan (turn, walk, turn): the same verbs in order, each value so;
 - acceptance: draft tokens accepted / draft tokens proposed, speculative greedy decoding
   with k = 4 through the engine (a block ends at the draft's end-of-sequence token);
 - lossless: the speculative output equals the target's own greedy output (Hugging Face
@@ -21,20 +22,28 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from ..action.grammar import PlanError, parse_step
+from ..action.grammar import VERBS, PlanError, Step, Unit, parse_step
 from ..sim.dataset import SceneSet
 from .vocabulary import DISTANCE_STEP_M
 
 ANGLE_STEP_DEG = 10.0
+_GRID = {Unit.DEGREES: ANGLE_STEP_DEG, Unit.METRES: DISTANCE_STEP_M}   # one rounding step
+
+
+def plan_steps(text: str) -> list[Step] | None:
+    """The steps of an answer, None if it does not parse."""
+    try:
+        return [parse_step(part)[0] for part in text.split(";")]
+    except (PlanError, ValueError):
+        return None
 
 
 def plan_vector(text: str) -> tuple[float, float] | None:
     """(signed turn in degrees, left positive; forward metres) of an answer, None if it does
     not parse as turn-then-forward or stop."""
     turn = forward = 0.0
-    try:
-        steps = [parse_step(part)[0] for part in text.split(";")]
-    except (PlanError, ValueError):
+    steps = plan_steps(text)
+    if steps is None:
         return None
     for step in steps:
         if step.verb == "turn_left":
@@ -49,6 +58,16 @@ def plan_vector(text: str) -> tuple[float, float] | None:
 
 
 def within_one_step(answer: str, expert: str) -> bool:
+    """A multi-step expert plan (one that turns after walking: "go to A then turn towards
+    B"): the answer has the same verbs in the same order, each value within one step.
+    Otherwise: the answers' signed turns and walks, each within one step."""
+    plan = plan_steps(expert)
+    if plan is not None and any(a.verb == "forward" and b.verb.startswith("turn")
+                                for a, b in zip(plan, plan[1:])):
+        got = plan_steps(answer)
+        return (got is not None and [s.verb for s in got] == [s.verb for s in plan]
+                and all(abs(g.value - e.value) <= _GRID[VERBS[e.verb]] + 1e-6
+                        for g, e in zip(got, plan) if e.value is not None))
     a, b = plan_vector(answer), plan_vector(expert)
     return (a is not None and b is not None and abs(a[0] - b[0]) <= ANGLE_STEP_DEG + 1e-6
             and abs(a[1] - b[1]) <= DISTANCE_STEP_M + 1e-6)
@@ -116,20 +135,38 @@ def answers_of(model, loaded, prompts, blind_frames: bool = False, progress=None
     return texts
 
 
+class _FinalVerdicts:
+    """An instant downlink that keeps (block length, accepted) of every final verdict: the
+    per-block record behind the acceptance figures."""
+
+    def __init__(self):
+        self.blocks: list[tuple[int, int]] = []
+
+    def transmit(self, message, sent_at: float) -> list[float]:
+        from ..core.protocol import Verdict
+        if isinstance(message, Verdict) and message.stage == Verdict.STAGE_FINAL:
+            self.blocks.append((message.block_length, message.accepted))
+        return [sent_at]
+
+
 def speculative(target, draft, prompts, block_size: int = 4, max_new_tokens: int = 12,
                 exit_layer: int | None = None, exit_adapters=None, progress=None) -> dict:
     """Greedy speculative decoding of every prompt through the engine (plain mode, and the
-    early-exit verdicts counted when an exit is given)."""
+    early-exit verdicts counted when an exit is given); per scene, its blocks as
+    (proposed, accepted) and its target passes."""
     from ..core.decode import Costs, decode
     from ..core.protocol import DecodingParams
     mode = DecodingParams.MODE_EARLY_EXIT if exit_layer is not None else DecodingParams.MODE_PLAIN
     params = DecodingParams(mode=mode, block_size=block_size, max_new_tokens=max_new_tokens)
-    outputs, accepted, drafted, early_hits, early_judged = [], 0, 0, 0, 0
+    outputs, blocks, passes, accepted, drafted, early_hits, early_judged = [], [], [], 0, 0, 0, 0
     for prompt in prompts:
+        verdicts = _FinalVerdicts()
         out = decode(target.adapter, draft.adapter, prompt, params, costs=Costs(),
                      exit_layers=[exit_layer] if exit_layer is not None else (),
-                     exit_adapters=exit_adapters)
+                     exit_adapters=exit_adapters, downlink=verdicts)
         outputs.append(out.tokens)
+        blocks.append(verdicts.blocks)
+        passes.append(out.stats.target_passes)
         accepted += out.edge.tally.accepted
         drafted += out.edge.tally.drafted_tokens
         early_hits += out.edge.tally.early_hits
@@ -137,8 +174,38 @@ def speculative(target, draft, prompts, block_size: int = 4, max_new_tokens: int
         if progress is not None:
             progress.update(1)
     return {"tokens": outputs, "acceptance": accepted / max(1, drafted),
-            "accepted": accepted, "drafted": drafted,
+            "accepted": accepted, "drafted": drafted, "blocks": blocks, "passes": passes,
             "early_hit_rate": early_hits / max(1, early_judged)}
+
+
+def acceptance(blocks: list[list[tuple[int, int]]], block_size: int = 4) -> dict:
+    """Acceptance figures of a set of scenes' blocks: draft tokens accepted / proposed; per
+    block position i, the share of blocks whose i-th draft token was accepted among those
+    that proposed one; and the mean accepted tokens per round (block)."""
+    rounds = [b for scene in blocks for b in scene]
+    proposed = sum(n for n, _ in rounds)
+    accepted = sum(a for _, a in rounds)
+    by_position = []
+    for i in range(1, block_size + 1):
+        asked = sum(n >= i for n, _ in rounds)
+        by_position.append(sum(a >= i for _, a in rounds) / asked if asked else None)
+    return {"scenes": len(blocks), "acceptance": accepted / max(1, proposed),
+            "accepted": accepted, "proposed": proposed, "rounds": len(rounds),
+            "mean_accepted_per_round": accepted / max(1, len(rounds)), "by_position": by_position}
+
+
+def speculative_figures(spec: dict, answers: list[str], instructions: list[str],
+                        eos, block_size: int = 4) -> dict:
+    """The acceptance figures over all scenes, without the scenes whose (target) answer is
+    `stop`, and per task type (the instruction's verb); target passes per committed token."""
+    verbs = [text.split()[0] for text in instructions]
+    groups = {"all": [True] * len(answers), "stop excluded": [a != "stop" for a in answers]}
+    groups.update({f"task {v}": [w == v for w in verbs] for v in sorted(set(verbs))})
+    figures = {name: acceptance([b for b, keep in zip(spec["blocks"], mask) if keep], block_size)
+               for name, mask in groups.items()}
+    tokens = sum(len(until_eos(t, eos)) for t in spec["tokens"])
+    figures["target_passes_per_token"] = sum(spec["passes"]) / max(1, tokens)
+    return figures
 
 
 def until_eos(tokens: list[int], eos) -> list[int]:

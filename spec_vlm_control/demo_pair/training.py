@@ -8,8 +8,8 @@ distribution and ignores the image for many minutes. What makes it look:
    so it encodes *what is where* before any language is learned;
 2. then the tower is frozen and the language model learns the answers, reading the
    instruction before the image tokens.
-The draft reuses the pre-trained tower (frozen) under a one-layer decoder, trained on the
-same answers. The exit adapter is distilled from the finished target (core/exit_training).
+The draft reuses the pre-trained tower (frozen) under a small decoder, distilled from the
+finished target on its own greedy answers (distillation.py). The exit adapter is distilled from the finished target (core/exit_training).
 An image-blind baseline (frames blanked) gets the same language training.
 """
 from __future__ import annotations
@@ -24,6 +24,7 @@ import torch
 import torch.nn.functional as F
 
 from ..sim.dataset import N_CLASSES, SceneSet
+from .architecture import DRAFT
 from .data import Batcher
 from .vocabulary import IMAGE_SIDE, MERGE, PATCH
 
@@ -38,6 +39,10 @@ class Recipe:
     vision_lr: float = 2e-3
     target_steps: int = 2500
     draft_steps: int = 2000
+    draft_layers: int = DRAFT.layers  # the draft's decoder depth (its width is the tower's)
+    distil_top_k: int = 8             # teacher tokens cached per position (+ a rest bucket)
+    distil_expert_weight: float = 0.0 # cross-entropy on the expert's answers, mixed in
+    max_new_tokens: int = 12          # answer limit of the teacher's greedy answers
     lr: float = 1e-3
     warmup: int = 100
     exit_layer: int = 2               # 0-based: after the 3rd of 6 layers
@@ -127,30 +132,43 @@ def teacher_forced_exact(model, batcher: Batcher, scenes: SceneSet, idx, blind: 
     return np.array(hits)
 
 
+def language_optimiser(model, recipe: Recipe):
+    """AdamW over the language model; the vision tower stays as it is (frozen)."""
+    for p in model.model.visual.parameters():
+        p.requires_grad_(False)
+    params = [p for p in model.parameters() if p.requires_grad]
+    return torch.optim.AdamW(params, lr=recipe.lr, weight_decay=0.0), params
+
+
+def answer_loss(model, inputs: dict) -> torch.Tensor:
+    """Cross-entropy of the labelled (answer) tokens of a Batcher batch."""
+    labels = inputs.pop("labels")
+    logits = model(**inputs).logits
+    return F.cross_entropy(logits[:, :-1].flatten(0, 1), labels[:, 1:].flatten())
+
+
+def optimise(opt, params, loss: torch.Tensor) -> None:
+    opt.zero_grad()
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(params, 1.0)
+    opt.step()
+
+
 def train_language(model, batcher: Batcher, scenes: SceneSet, heldout: SceneSet, steps: int,
                    recipe: Recipe, name: str, blind: bool = False, progress=None,
                    seed_offset: int = 0) -> Curve:
     """Answer cross-entropy; the vision tower stays as it is (frozen)."""
     torch.manual_seed(recipe.seed + seed_offset)
     rng = np.random.default_rng(recipe.seed + seed_offset)
-    for p in model.model.visual.parameters():
-        p.requires_grad_(False)
-    params = [p for p in model.parameters() if p.requires_grad]
-    opt = torch.optim.AdamW(params, lr=recipe.lr, weight_decay=0.0)
+    opt, params = language_optimiser(model, recipe)
     probe = np.arange(min(recipe.curve_scenes, len(heldout)))
     curve, t0, ema = Curve(name), time.monotonic(), None
     model.train()
     for step in range(steps):
         for group in opt.param_groups:
             group["lr"] = cosine_lr(recipe.lr, step, steps, recipe.warmup)
-        inputs = batcher(scenes, rng.integers(0, len(scenes), recipe.batch), blind)
-        labels = inputs.pop("labels")
-        logits = model(**inputs).logits
-        loss = F.cross_entropy(logits[:, :-1].flatten(0, 1), labels[:, 1:].flatten())
-        opt.zero_grad()
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(params, 1.0)
-        opt.step()
+        loss = answer_loss(model, batcher(scenes, rng.integers(0, len(scenes), recipe.batch), blind))
+        optimise(opt, params, loss)
         ema = loss.item() if ema is None else 0.98 * ema + 0.02 * loss.item()
         if (step + 1) % recipe.eval_every == 0 or step + 1 == steps:
             exact = teacher_forced_exact(model, batcher, heldout, probe, blind).mean()

@@ -9,7 +9,7 @@ image so that the image tokens are read knowing what to look for.
 from __future__ import annotations
 
 from ..action.grammar import SEPARATOR, VERBS, Step, format_step
-from ..sim.tasks import VERBS as TASK_VERBS
+from ..sim.tasks import THEN, VERBS as TASK_VERBS
 from ..sim.world import COLOURS, KINDS
 
 SPECIAL_TOKENS = ("<|endoftext|>", "<unk>", "<|im_start|>", "<|im_end|>", "<|vision_start|>",
@@ -31,13 +31,15 @@ DISTANCE_STEP_M, MAX_DISTANCE_M = 0.25, 3.0
 
 
 def words() -> list[str]:
-    """Instruction words, then the action language: verbs, separator, values."""
+    """Instruction words, then the action language: verbs, separator, values; words added
+    later go at the end, so that every earlier word keeps its token id (a trained pair's
+    tokenizer stays a prefix of this one)."""
     instruction = ["the"] + [w for verb in TASK_VERBS for w in verb.split("_")]
     instruction += list(COLOURS) + list(KINDS)
     values = [format_step(Step("turn_left", a)).split()[1] for a in ANGLES_DEG]
     n = round(MAX_DISTANCE_M / DISTANCE_STEP_M)
     values += [format_step(Step("forward", DISTANCE_STEP_M * i)).split()[1] for i in range(1, n + 1)]
-    return list(dict.fromkeys(instruction + list(VERBS) + [SEPARATOR] + values))
+    return list(dict.fromkeys(instruction + list(VERBS) + [SEPARATOR] + values + [THEN]))
 
 
 def demo_tokenizer():
