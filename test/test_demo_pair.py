@@ -6,7 +6,7 @@ from PIL import Image
 
 from spec_vlm_control.demo_pair.data import Batcher, SceneSpec, pixel_values, render
 from spec_vlm_control.demo_pair.evaluation import (acceptance, plan_vector, speculative_figures,
-                                                   within_one_step)
+                                                   task_types, within_one_step)
 from spec_vlm_control.demo_pair.vocabulary import demo_image_processor, demo_tokenizer
 from spec_vlm_control.sim.expert import expert_steps
 from spec_vlm_control.sim.scenes import SceneSampler
@@ -101,8 +101,10 @@ def test_speculative_figures_split_by_answer_and_task():
                                   eos=[3])
     assert figures["all"]["acceptance"] == 7 / 11
     assert figures["stop excluded"]["acceptance"] == 5 / 9
-    assert figures["task stop"]["scenes"] == 1 and figures["task go"]["acceptance"] == 4 / 5
+    assert figures["task stop"]["scenes"] == 1 and figures["task go_to"]["acceptance"] == 4 / 5
     assert figures["target_passes_per_token"] == 5 / 11
+    assert task_types(["go to the red ball then turn towards the blue box", "stop"]) == [
+        "go_to_then_turn_towards", "stop"]
 
 
 @pytest.mark.slow
@@ -134,6 +136,7 @@ def test_short_train_demo_run_lowers_the_loss_and_writes_a_loadable_pair(tmp_pat
         for f, digest in files.items():
             assert digest in card
     assert (out / "curves.png").stat().st_size > 0
+    assert json.loads((out / "pair.json").read_text()) == {"task_mix": "one_goal"}
     from spec_vlm_control.core.exit_training import load_exit_adapters
     from spec_vlm_control.core.models.loading import load_model
     target = load_model(str(out / "target"))

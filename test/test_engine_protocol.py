@@ -54,6 +54,20 @@ def test_always_and_never_agreeing_drafts_take_the_predicted_rounds(k):
     assert never.edge.tally.accepted_counts == {0: n}
 
 
+@pytest.mark.parametrize("k", [2, 4])
+def test_an_accepted_end_token_counts_as_accepted(k):
+    """The target accepts the always-agreeing draft's end token too; the verdict carries it
+    as its next token (Judgement.clipped), and the tally still counts it as accepted."""
+    pair = next(p for p in map(llama_pair, range(50)) if 1 in p.reference)
+    params = DecodingParams(mode=PLAIN, block_size=k, max_new_tokens=MAX_NEW)
+    out = decode(pair.target, MixtureDraft(pair.target, 1.0), pair.prompt, params)
+    assert out.tokens == pair.reference
+    tally = out.edge.tally
+    assert tally.accepted == tally.drafted_tokens == sum(n for n, _ in tally.blocks)
+    assert all(accepted == n for n, accepted in tally.blocks)
+    assert tally.blocks[-1][0] == (len(pair.reference) - 1) % (k + 1) + 1  # ends at the EOS
+
+
 def _recording(edge):
     seen = []
     receive = edge.receive

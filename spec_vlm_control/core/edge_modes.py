@@ -74,9 +74,7 @@ class Plain:
         """A final verdict, before the session adopts it; `block` is None when it answers
         no block in flight (late, duplicated or stale)."""
         if block is not None:
-            s.tally.rounds += 1
-            s.tally.accepted += v.accepted
-            s.tally.accepted_counts[v.accepted] += 1
+            s.tally.judged(v, block.tokens)
 
     def on_commit(self, s: EdgeSession, fresh: int) -> None:
         """CommittedTokens with `fresh` new tokens, before the session adopts them."""
@@ -244,8 +242,7 @@ class DraftChain(Plain):
         per round, whichever copy comes) and times the round trip."""
         if v.round not in self.counted_rounds:
             self.counted_rounds.add(v.round)
-            s.tally.rounds += 1
-            s.tally.accepted += v.accepted
+            s.tally.judged(v, block.tokens if block is not None else None)
         if block is not None:
             elapsed = s.clock.now() - block.sent_at
             if self.round_trip is None or elapsed < self.round_trip:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass, field
+from typing import Optional
 
 
 @dataclass
@@ -46,6 +47,7 @@ class EdgeTally:
         self.rounds = 0
         self.accepted = 0
         self.accepted_counts: Counter = Counter()   # accepted draft tokens -> rounds
+        self.blocks: list[tuple[int, int]] = []     # (drafted, accepted) of each round
         self.early_verdicts = 0
         self.early_judged = 0          # early verdicts whose final verdict arrived
         self.early_hits = 0            # ...and agreed with it
@@ -59,6 +61,22 @@ class EdgeTally:
         self.resends = 0               # blocks sent again after a timeout
         self.request_resends = 0       # the request sent again (nothing heard from the cloud)
         self.token_times: list[float] = []
+
+    def judged(self, verdict, drafted: Optional[list[int]]) -> None:
+        """One round's final verdict on the block `drafted` (None: not known here, or not
+        the tokens the verdict counts, e.g. a cloud-led chain's latest part). A draft
+        token the target accepts but that ends the answer (an end token, or the last one
+        max_new_tokens allows) comes back as the verdict's next token (verdict.py
+        `Judgement.clipped`); it was accepted all the same. A rejected draft token is never
+        the next token (greedy: the target's argmax differs; sampling: the residual is 0)."""
+        accepted = verdict.accepted
+        if (drafted is not None and len(drafted) == verdict.block_length
+                and accepted < len(drafted) and drafted[accepted] == verdict.next_token):
+            accepted += 1
+        self.rounds += 1
+        self.accepted += accepted
+        self.accepted_counts[accepted] += 1
+        self.blocks.append((verdict.block_length, accepted))
 
     def verified(self, count: int, at: float) -> None:
         self.token_times.extend([at] * count)

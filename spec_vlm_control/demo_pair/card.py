@@ -47,12 +47,13 @@ def write_card(result: dict, path: Path) -> None:
     m, t, plan = result["metrics"], result["targets"], result["plan"]
     recipe, spec = plan["recipe"], result["metrics"]["speculative"]
 
+    tasks = sorted(k for k in m["target"] if k.startswith("task "))
+
     def row(name, key):
         s = m[key]
         return (f"| {name} | {_pct(s['all']['exact'])} | {_pct(s['all']['within_one_step'])} | "
                 f"{_pct(s['off-grid']['exact'])} | {_pct(s['on-grid']['exact'])} | "
-                f"{_pct(s['task go']['exact'])} | {_pct(s['task turn']['exact'])} | "
-                f"{_pct(s['task stop']['exact'])} |")
+                + " | ".join(_pct(s[task]['exact']) for task in tasks) + " |")
 
     def met(ok: bool) -> str:
         return "met" if ok else "**not met**"
@@ -122,8 +123,9 @@ def write_card(result: dict, path: Path) -> None:
         "",
         "## Results on the held-out scenes",
         "",
-        "| answers of | exact | within one step | off-grid exact | on-grid exact | go to | turn towards | stop |",
-        "|---|---|---|---|---|---|---|---|",
+        "| answers of | exact | within one step | off-grid exact | on-grid exact | "
+        + " | ".join(task[len("task "):].replace("_", " ") for task in tasks) + " |",
+        "|---|---|---|---|---|" + "---|" * len(tasks),
         row("target", "target"), row("image-blind baseline", "blind_baseline"),
         row("draft alone", "draft"), row(f"target's exit head alone (layer {m['exit_layer']})", "exit_only"),
         "",
@@ -134,7 +136,7 @@ def write_card(result: dict, path: Path) -> None:
         "Speculative decoding (greedy, k = 4, through the engine): draft tokens accepted / "
         "proposed; per block position i, the share of blocks whose i-th draft token was "
         "accepted among those that proposed one; \"stop excluded\" leaves out the scenes whose "
-        "answer is `stop`; task = the instruction's verb.",
+        "answer is `stop`; task = the instruction's task type.",
         "",
         "| scenes | n | accepted | accepted per round | position 1 | 2 | 3 | 4 |",
         "|---|---|---|---|---|---|---|---|",

@@ -18,6 +18,7 @@ import torch
 from ..core.prompts import chat_messages
 from ..sim.camera import EgoCamera
 from ..sim.dataset import SceneSet, render_scenes
+from ..sim.scenes import DEFAULT_TASK_MIX
 from .vocabulary import IMAGE_SIDE, MERGE, PATCH, TEMPORAL
 
 CHUNK = 500   # scenes per rendering job: each job is its own sampler seed
@@ -25,19 +26,21 @@ CHUNK = 500   # scenes per rendering job: each job is its own sampler seed
 
 @dataclass(frozen=True)
 class SceneSpec:
-    """Which scenes: `n` from sampler seeds `seed`, `seed + 1`, ... (CHUNK scenes each)."""
+    """Which scenes: `n` from sampler seeds `seed`, `seed + 1`, ... (CHUNK scenes each), with
+    the tasks of `task_mix` (sim/scenes.TASK_MIXES)."""
     n: int
     seed: int
     on_grid: bool = False
     max_forward: float | None = 1.0
     jpeg_quality: int = 90
+    task_mix: str = DEFAULT_TASK_MIX
 
 
 def _render_chunk(args) -> SceneSet:
-    n, seed, on_grid, max_forward, quality = args
+    n, seed, on_grid, max_forward, quality, task_mix = args
     torch.set_num_threads(1)
     scenes = render_scenes(n, seed, EgoCamera(width=IMAGE_SIDE, height=IMAGE_SIDE),
-                           on_grid=on_grid, max_forward=max_forward)
+                           on_grid=on_grid, max_forward=max_forward, task_mix=task_mix)
     scenes.images = np.stack([jpeg_round_trip(img, quality) for img in scenes.images])
     return scenes
 
@@ -45,7 +48,7 @@ def _render_chunk(args) -> SceneSet:
 def render(spec: SceneSpec, workers: int = 2, progress=None) -> SceneSet:
     """Render in chunks on `workers` processes; the result does not depend on `workers`."""
     jobs = [(min(CHUNK, spec.n - start), spec.seed + i, spec.on_grid, spec.max_forward,
-             spec.jpeg_quality) for i, start in enumerate(range(0, spec.n, CHUNK))]
+             spec.jpeg_quality, spec.task_mix) for i, start in enumerate(range(0, spec.n, CHUNK))]
     parts = []
     with ProcessPoolExecutor(workers) as pool:
         for part in pool.map(_render_chunk, jobs):

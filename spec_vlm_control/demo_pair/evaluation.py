@@ -5,7 +5,8 @@
   differ by at most one rounding step (10 degrees, 0.25 m); `stop` is (0, 0); against a
   multi-step expert plan (turn, walk, turn): the same verbs in order, each value so;
 - acceptance: draft tokens accepted / draft tokens proposed, speculative greedy decoding
-  with k = 4 through the engine (a block ends at the draft's end-of-sequence token);
+  with k = 4 through the engine (a block ends at the draft's end-of-sequence token; an end
+  token the target accepts counts as accepted: core/metrics.py `EdgeTally.judged`);
 - lossless: the speculative output equals the target's own greedy output (Hugging Face
   `generate`), token for token, on every scene;
 - exit agreement: top-1 of the exit head against the last layer on the target's greedy
@@ -24,10 +25,17 @@ import torch
 
 from ..action.grammar import VERBS, PlanError, Step, Unit, parse_step
 from ..sim.dataset import SceneSet
+from ..sim.tasks import Task
 from .vocabulary import DISTANCE_STEP_M
 
 ANGLE_STEP_DEG = 10.0
 _GRID = {Unit.DEGREES: ANGLE_STEP_DEG, Unit.METRES: DISTANCE_STEP_M}   # one rounding step
+
+
+def task_types(instructions) -> list[str]:
+    """Each instruction's task type (sim/tasks.Task.type: go_to, turn_towards, stop,
+    go_to_then_turn_towards), in the order given."""
+    return [Task.parse(text).type for text in instructions]
 
 
 def plan_steps(text: str) -> list[Step] | None:
@@ -135,20 +143,6 @@ def answers_of(model, loaded, prompts, blind_frames: bool = False, progress=None
     return texts
 
 
-class _FinalVerdicts:
-    """An instant downlink that keeps (block length, accepted) of every final verdict: the
-    per-block record behind the acceptance figures."""
-
-    def __init__(self):
-        self.blocks: list[tuple[int, int]] = []
-
-    def transmit(self, message, sent_at: float) -> list[float]:
-        from ..core.protocol import Verdict
-        if isinstance(message, Verdict) and message.stage == Verdict.STAGE_FINAL:
-            self.blocks.append((message.block_length, message.accepted))
-        return [sent_at]
-
-
 def speculative(target, draft, prompts, block_size: int = 4, max_new_tokens: int = 12,
                 exit_layer: int | None = None, exit_adapters=None, progress=None) -> dict:
     """Greedy speculative decoding of every prompt through the engine (plain mode, and the
@@ -160,12 +154,11 @@ def speculative(target, draft, prompts, block_size: int = 4, max_new_tokens: int
     params = DecodingParams(mode=mode, block_size=block_size, max_new_tokens=max_new_tokens)
     outputs, blocks, passes, accepted, drafted, early_hits, early_judged = [], [], [], 0, 0, 0, 0
     for prompt in prompts:
-        verdicts = _FinalVerdicts()
         out = decode(target.adapter, draft.adapter, prompt, params, costs=Costs(),
                      exit_layers=[exit_layer] if exit_layer is not None else (),
-                     exit_adapters=exit_adapters, downlink=verdicts)
+                     exit_adapters=exit_adapters)
         outputs.append(out.tokens)
-        blocks.append(verdicts.blocks)
+        blocks.append(out.edge.tally.blocks)
         passes.append(out.stats.target_passes)
         accepted += out.edge.tally.accepted
         drafted += out.edge.tally.drafted_tokens
@@ -197,10 +190,10 @@ def acceptance(blocks: list[list[tuple[int, int]]], block_size: int = 4) -> dict
 def speculative_figures(spec: dict, answers: list[str], instructions: list[str],
                         eos, block_size: int = 4) -> dict:
     """The acceptance figures over all scenes, without the scenes whose (target) answer is
-    `stop`, and per task type (the instruction's verb); target passes per committed token."""
-    verbs = [text.split()[0] for text in instructions]
+    `stop`, and per task type; target passes per committed token."""
+    types = task_types(instructions)
     groups = {"all": [True] * len(answers), "stop excluded": [a != "stop" for a in answers]}
-    groups.update({f"task {v}": [w == v for w in verbs] for v in sorted(set(verbs))})
+    groups.update({f"task {t}": [u == t for u in types] for t in dict.fromkeys(types)})
     figures = {name: acceptance([b for b, keep in zip(spec["blocks"], mask) if keep], block_size)
                for name, mask in groups.items()}
     tokens = sum(len(until_eos(t, eos)) for t in spec["tokens"])

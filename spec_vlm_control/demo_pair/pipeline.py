@@ -208,6 +208,7 @@ def run(plan: Plan, out: Path, work: Path, log=print) -> dict:
     torch.set_num_threads(1)
     from .report import evaluate_and_write
     metrics = evaluate_and_write(plan, out, work, heldout, train, curves, timings, started, log)
+    write_json(out / "pair.json", {"task_mix": plan.train.task_mix})   # the demo samples from it
     return metrics
 
 

@@ -58,14 +58,14 @@ def evaluate_and_write(plan, out: Path, work: Path, heldout, train, curves, timi
     timings["evaluation_s"] = time.monotonic() - t
     grids = {"all": idx, "off-grid": idx[:plan.heldout_off_grid.n],
              "on-grid": idx[plan.heldout_off_grid.n:]}
-    tasks = np.array([s.split()[0] for s in heldout.instructions])
+    tasks = np.array(ev.task_types(heldout.instructions))
 
     def scored(texts):
         a = ev.score(texts, heldout, idx)
         res = {}
         for name, sel in grids.items():
             res[name] = {"exact": float(a.exact[sel].mean()), "within_one_step": float(a.near[sel].mean())}
-        for task in ("go", "turn", "stop"):
+        for task in dict.fromkeys(tasks):
             res[f"task {task}"] = {"exact": float(a.exact[tasks == task].mean()),
                                    "within_one_step": float(a.near[tasks == task].mean())}
         return res
