@@ -29,6 +29,9 @@ COMMANDS: dict[str, tuple[str, str]] = {
                    "processes, hop timeline"),
     "fleet-bench": ("spec_vlm_control.commands.fleet_bench",
                     "how many robots one cloud serves: batched vs one session per pass"),
+    "fleet-live": ("spec_vlm_control.commands.fleet_live",
+                   "fleet-bench's live check: N robots on the real ROS graph, p50 beside "
+                   "fleet-bench's"),
     "plan": ("spec_vlm_control.commands.plan", "predict and map which decoding mode wins where"),
     "sim-camera-bag": ("spec_vlm_control.commands.sim_camera_bag",
                        "record the simulated ego camera to a rosbag2 (MCAP)"),
