@@ -178,8 +178,8 @@ DEMO_VERIFIER = VERIFIER.reading(DEMO_OVERLAY, exit_adapters=EXIT_ADAPTERS)
 
 # The edge and the cloud each with its bridge in one process (colocated.py, rclpy's
 # EventsExecutor there): the fastest layout measured (docs/latency.md), not the launch
-# files' and the demo's default yet: with it, the demo's edge refused decisions for want
-# of a fresh camera frame.
+# files' and the demo's default yet: with it, the demo's edge once refused decisions for
+# want of a fresh camera frame, which no longer reproduces (docs/latency.md).
 ROBOT_SITE = Colocated("robot_site", (EDGE, ROBOT_BRIDGE))
 CLOUD_SITE = Colocated("cloud_site", (VERIFIER, CLOUD_BRIDGE))
 ROBOT_GRAPH = Graph("robot", {ROBOT: (CAMERA, EDGE, CONTROLLER, ROBOT_BRIDGE)})

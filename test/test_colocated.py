@@ -2,11 +2,19 @@
 in one process (robot_site.launch.py, cloud_site.launch.py, `spec-vlm bench-link --layouts
 site`); each node keeps its own YAML sections, order of files and parameters."""
 import subprocess
+import threading
+import time
 
 import pytest
+from sensor_msgs.msg import CompressedImage
+from std_msgs.msg import Header, String
+from tiny_models import INSTRUCTION, jpeg_frame, save_tiny_vlm
 
-from spec_vlm_control import graphs
-from spec_vlm_control.processes import CONFIG, EXECUTABLES, ros_env
+from spec_vlm_control import graphs, topics
+from spec_vlm_control.msg import DecodeRequest, RequestStats
+from spec_vlm_control.nodes.common import PROTOCOL_QOS, SENSOR_QOS
+from spec_vlm_control.nodes.convert import stamp_ns
+from spec_vlm_control.processes import CONFIG, EXECUTABLES, free_port, ros_env
 
 
 def test_the_site_launch_files_put_each_model_node_with_its_bridge():
@@ -53,3 +61,51 @@ def test_a_site_that_cannot_build_a_node_says_why_in_one_line_and_exits_1(domain
     assert "robot bridge: peer" in run.stdout + run.stderr      # the bridge was up
     (error,) = [line for line in run.stderr.splitlines() if "error:" in line]
     assert error == "robot_site: error: parameter 'model' is required (the draft model)"
+
+
+@pytest.mark.slow
+def test_the_robot_site_decides_on_the_frame_it_announced(ros_graph, tmp_path):
+    """The demo's gate (nodes/demo_driver.py) against robot_site under its EventsExecutor:
+    instruct once the edge announces (edge/frame) a frame captured after a moment; the
+    edge then starts its decision on that frame or a newer one, never refusing it as older
+    than max_frame_age_at_decision_s (at its 0.5 s default). The co-located demo once
+    failed so (docs/latency.md); this is that path without the sim and the cloud."""
+    node, clock = ros_graph.node, ros_graph.node.get_clock()
+    announced, requests, refusals = [], [], []
+    node.create_subscription(Header, topics.EDGE_FRAME,
+                             lambda h: announced.append(stamp_ns(h.stamp)), SENSOR_QOS)
+    node.create_subscription(DecodeRequest, topics.REQUEST, requests.append, PROTOCOL_QOS)
+    node.create_subscription(RequestStats, topics.REQUEST_STATS,
+                             lambda s: refusals.append(s.error)
+                             if s.error.startswith("not started") else None, PROTOCOL_QOS)
+    images = node.create_publisher(CompressedImage, topics.IMAGE, SENSOR_QOS)
+    instructions = node.create_publisher(String, topics.INSTRUCTION, PROTOCOL_QOS)
+    draft = save_tiny_vlm(tmp_path / "draft", seed=11, layers=2, hidden=32, heads=2,
+                          kv_heads=1)
+    site = ros_graph.start_node(graphs.ROBOT_SITE, {
+        "draft_model": str(draft), "cloud_endpoint": f"tcp/127.0.0.1:{free_port()}"},
+        {"edge": {"mode": "plain", "max_new_tokens": 4}}, timeout=120)
+    ros_graph.wait_for_log(site, "ready:")
+    jpeg, stop = jpeg_frame(), threading.Event()
+
+    def camera():                                   # 10 Hz, stamped at publication
+        while not stop.wait(0.1):
+            frame = CompressedImage(format="jpeg", data=jpeg)
+            frame.header.stamp = clock.now().to_msg()
+            images.publish(frame)
+    threading.Thread(target=camera, daemon=True).start()
+    try:
+        ros_graph.wait_for(lambda: instructions.get_subscription_count() > 0, 20,
+                           "the edge to subscribe to instructions")
+        for decision in range(1, 6):
+            since = clock.now().nanoseconds
+            ros_graph.wait_for(lambda: announced and announced[-1] >= since, 5,
+                               "the edge to announce a frame captured after the gate opened")
+            instructions.publish(String(data=INSTRUCTION))
+            ros_graph.wait_for(lambda: len(requests) + len(refusals) >= decision, 20,
+                               f"decision {decision} to start or be refused")
+            assert not refusals, refusals
+            assert stamp_ns(requests[-1].header.stamp) >= since
+            time.sleep(0.3)
+    finally:
+        stop.set()

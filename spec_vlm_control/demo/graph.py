@@ -78,12 +78,12 @@ def start(stack: contextlib.ExitStack, pair: PairFolder, settings: GraphSettings
     nodes = [(sites[site], node) for site in (CLOUD, ROBOT)   # the cloud's bridge listens first
              for node in DEMO_GRAPH.sites[site]]
     # The edge and the cloud load their models while the other nodes start.
-    loading = [(graph, graph.start_node(node, args, params.get(node.executable), wait=False,
+    loading = [(graph, graph.start_node(node, args, node.share(params), wait=False,
                                         env=env))
                for graph, node in nodes if "model" in node.params]
     for graph, node in nodes:
         if "model" not in node.params:
-            graph.start_node(node, args, params.get(node.executable), timeout=timeout_s,
+            graph.start_node(node, args, node.share(params), timeout=timeout_s,
                              env=env)
     for graph, process in loading:
         graph.wait_for(lambda p=process: "ready:" in p.log() or not p.alive(), timeout_s,
