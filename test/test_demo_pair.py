@@ -136,7 +136,8 @@ def test_short_train_demo_run_lowers_the_loss_and_writes_a_loadable_pair(tmp_pat
         for f, digest in files.items():
             assert digest in card
     assert (out / "curves.png").stat().st_size > 0
-    assert json.loads((out / "pair.json").read_text()) == {"task_mix": "one_goal"}
+    assert json.loads((out / "pair.json").read_text()) == {"task_mix": "two_goal_third"}
+    assert "task go_to_then_turn_towards" in m["target"]
     from spec_vlm_control.core.exit_training import load_exit_adapters
     from spec_vlm_control.core.models.loading import load_model
     target = load_model(str(out / "target"))

@@ -86,10 +86,13 @@ def write_card(result: dict, path: Path) -> None:
         "are the ones this run wrote; their SHA-256 hashes are listed at the end.",
         "",
         "## What the models do",
-        "Given an instruction (`go to the red ball`, `turn towards the blue box`, `stop`) and the",
+        "Given an instruction (`go to the red ball`, `turn towards the blue box`, `stop`"
+        + (", `go to the red ball then turn towards the blue box`"
+           if plan["train"]["task_mix"] != "one_goal" else "") + ") and the",
         "robot's 64 × 64 ego-camera frame (JPEG, as the camera node sends it), answer in the",
         "controller's action language, e.g. `turn_left 20 ; forward 1`: the turn rounded to 10°,",
-        "the walk a multiple of 0.25 m, at most 1 m per answer (the robot looks again after it).",
+        "the walk a multiple of 0.25 m, at most 1 m per walk (the robot looks again after it).",
+        f"Task mix `{plan['train']['task_mix']}` (spec_vlm_control/sim/scenes.py TASK_MIXES).",
         "",
         "## Data",
         f"- Training: {plan['train']['n']} scenes rendered by the simulator (sampler seeds from "

@@ -24,12 +24,19 @@ from .data import SceneSpec
 from .training import Curve, Recipe
 
 
+# Every third scene a two-goal task (turn, walk, turn): 300 consecutive sampler positions
+# hold exactly 100, so the 600 held-out scenes hold 200 multi-step ones.
+TASK_MIX = "two_goal_third"
+
+
 @dataclass(frozen=True)
 class Plan:
+    """Held-out seeds are disjoint from training's (100 on, one per 500 scenes), from the first
+    pair's card (900, 950) and from test_demo_pair_committed's (7000, 7500)."""
     recipe: Recipe = Recipe()
-    train: SceneSpec = SceneSpec(n=12000, seed=100)
-    heldout_off_grid: SceneSpec = SceneSpec(n=300, seed=900)
-    heldout_on_grid: SceneSpec = SceneSpec(n=300, seed=950, on_grid=True)
+    train: SceneSpec = SceneSpec(n=12000, seed=100, task_mix=TASK_MIX)
+    heldout_off_grid: SceneSpec = SceneSpec(n=300, seed=1900, task_mix=TASK_MIX)
+    heldout_on_grid: SceneSpec = SceneSpec(n=300, seed=1950, on_grid=True, task_mix=TASK_MIX)
     cost_steps: int = 300
 
 
@@ -37,8 +44,9 @@ def quick_plan() -> Plan:
     """A few minutes: enough to see the losses fall, not to meet any target."""
     recipe = replace(Recipe(), vision_steps=20, target_steps=30, draft_steps=20, warmup=5,
                      exit_scenes=20, exit_steps=20, eval_every=15, curve_scenes=20)
-    return Plan(recipe, SceneSpec(n=200, seed=100), SceneSpec(n=20, seed=900),
-                SceneSpec(n=20, seed=950, on_grid=True), cost_steps=30)
+    plan = Plan()
+    return Plan(recipe, replace(plan.train, n=200), replace(plan.heldout_off_grid, n=20),
+                replace(plan.heldout_on_grid, n=20), cost_steps=30)
 
 
 def _save_model(model, folder: Path) -> None:
