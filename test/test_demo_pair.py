@@ -73,6 +73,18 @@ def test_expert_walks_at_most_max_forward():
     ("stop", "forward 0.25", True),
     ("turn_left", "turn_left 10", False),
     ("left 0.5", "stop", False),
+    # a plan that turns after walking (go to A then turn towards B): step by step
+    ("turn_left 20 ; forward 0.75 ; turn_right 30", "turn_left 20 ; forward 0.75 ; turn_right 30", True),
+    ("turn_left 30 ; forward 0.5 ; turn_right 40", "turn_left 20 ; forward 0.75 ; turn_right 30", True),
+    ("turn_left 40 ; forward 0.75 ; turn_right 30", "turn_left 20 ; forward 0.75 ; turn_right 30", False),
+    ("turn_left 20 ; forward 0.75 ; turn_left 30", "turn_left 20 ; forward 0.75 ; turn_right 30", False),
+    ("turn_left 20 ; forward 0.75", "turn_left 20 ; forward 0.75 ; turn_right 30", False),
+    ("forward 0.75 ; turn_right 30", "forward 0.75 ; turn_right 20", True),
+    # same sums, other order: near by the summed turn, not by the steps
+    ("turn_right 10 ; forward 0.75 ; turn_left 20", "turn_left 20 ; forward 0.75 ; turn_right 10", False),
+    ("turn_left 20 ; forward 0.75 ; turn_right 30 ; stop", "turn_left 20 ; forward 0.75 ; turn_right 30", False),
+    # a one-goal expert answer keeps the summed rule
+    ("turn_left 10 ; forward 1 ; turn_left 10", "turn_left 20 ; forward 1", True),
 ])
 def test_within_one_step(answer, expert, near):
     assert within_one_step(answer, expert) is near
