@@ -113,6 +113,7 @@ def run(args) -> int:
     if settings.live_baseline:
         print(report.live_vs_live(summary))
     print(report.split(summary))
+    print(report.goal(summary))
     print(f"wrote {out / 'demo.json'}, {out / 'demo.png'}, {out / 'demo_hops.png'} and the "
           f"bag {bag}")
     return 0
