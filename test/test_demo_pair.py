@@ -137,9 +137,6 @@ def test_short_train_demo_run_lowers_the_loss_and_writes_a_loadable_pair(tmp_pat
     assert m["speculative_equals_target_greedy"] == 1.0
     # the draft is distilled from the finished target: its KL along the target's answers falls
     assert result["curves"]["draft"][-1]["heldout_kl"] < result["curves"]["draft"][0]["heldout_kl"]
-    # the per-block record of the verdicts adds up to the engine's own tally
-    assert m["speculative"]["all"]["proposed"] == m["drafted"]
-    assert m["speculative"]["all"]["acceptance"] == m["acceptance_k4"]
     assert {"render_s", "vision_s", "target_s", "baseline_s", "teacher_answers_s",
             "distillation_s", "exits_s", "evaluation_s", "total_s"} <= set(result["timings_s"])
     card = (out / "MODEL_CARD.md").read_text()

@@ -147,12 +147,12 @@ def speculative(target, draft, prompts, block_size: int = 4, max_new_tokens: int
                 exit_layer: int | None = None, exit_adapters=None, progress=None) -> dict:
     """Greedy speculative decoding of every prompt through the engine (plain mode, and the
     early-exit verdicts counted when an exit is given); per scene, its blocks as
-    (proposed, accepted) and its target passes."""
+    (proposed, accepted) and its target passes (`acceptance` reads the blocks)."""
     from ..core.decode import Costs, decode
     from ..core.protocol import DecodingParams
     mode = DecodingParams.MODE_EARLY_EXIT if exit_layer is not None else DecodingParams.MODE_PLAIN
     params = DecodingParams(mode=mode, block_size=block_size, max_new_tokens=max_new_tokens)
-    outputs, blocks, passes, accepted, drafted, early_hits, early_judged = [], [], [], 0, 0, 0, 0
+    outputs, blocks, passes, early_hits, early_judged = [], [], [], 0, 0
     for prompt in prompts:
         out = decode(target.adapter, draft.adapter, prompt, params, costs=Costs(),
                      exit_layers=[exit_layer] if exit_layer is not None else (),
@@ -160,14 +160,11 @@ def speculative(target, draft, prompts, block_size: int = 4, max_new_tokens: int
         outputs.append(out.tokens)
         blocks.append(out.edge.tally.blocks)
         passes.append(out.stats.target_passes)
-        accepted += out.edge.tally.accepted
-        drafted += out.edge.tally.drafted_tokens
         early_hits += out.edge.tally.early_hits
         early_judged += out.edge.tally.early_judged
         if progress is not None:
             progress.update(1)
-    return {"tokens": outputs, "acceptance": accepted / max(1, drafted),
-            "accepted": accepted, "drafted": drafted, "blocks": blocks, "passes": passes,
+    return {"tokens": outputs, "blocks": blocks, "passes": passes,
             "early_hit_rate": early_hits / max(1, early_judged)}
 
 

@@ -127,10 +127,11 @@ def measure_pair(target, draft, heldout, plan, exit_layer: int, adapters, log=No
     answers = [target.tokenizer.decode(t, skip_special_tokens=True).strip() for t in reference]
     target_cost = ev.step_cost(target.adapter, prompts[0], plan.cost_steps)
     draft_cost = ev.step_cost(draft.adapter, prompts[0], plan.cost_steps)
+    speculative = ev.speculative_figures(spec, answers, list(heldout.instructions), eos)
+    overall = speculative["all"]
     figures = {
-        "draft_layers": draft.adapter.num_layers,
-        "acceptance_k4": spec["acceptance"], "accepted": spec["accepted"], "drafted": spec["drafted"],
-        "speculative": ev.speculative_figures(spec, answers, list(heldout.instructions), eos),
+        "draft_layers": draft.adapter.num_layers, "acceptance_k4": overall["acceptance"],
+        "accepted": overall["accepted"], "drafted": overall["proposed"], "speculative": speculative,
         "speculative_equals_target_greedy": float(np.mean(same)),
         "early_verdict_hit_rate": spec["early_hit_rate"],
         "step_cost_s": {"target": target_cost, "draft": draft_cost},
