@@ -19,7 +19,7 @@ from spec_vlm_control.sim.episode import MAX_DECISIONS, demo_seeds
 from spec_vlm_control.sim.expert import expert_steps
 from spec_vlm_control.sim.scenes import (DEFAULT_TASK_MIX, FIRST_DEMO_SEED, TASK_MIXES,
                                          TASK_WEIGHTS, SceneSampler, TaskMix)
-from spec_vlm_control.sim.tasks import TWO_GOAL, Task, succeeded
+from spec_vlm_control.sim.tasks import REACH_M, TWO_GOAL, Task, succeeded
 from spec_vlm_control.sim.world import Pose, SceneObject, World
 
 MIX = "two_goal_third"
@@ -116,6 +116,31 @@ def test_every_third_scene_position_is_two_goal_by_construction():
     assert set(types) - {TWO_GOAL} <= set(TASK_WEIGHTS) and len(set(types)) >= 3
     with pytest.raises(ValueError, match="unknown task mix"):
         SceneSampler(task_mix="two_goal_everywhere")
+
+
+def test_en_route_scenes_are_the_states_a_two_goal_task_passes_through():
+    """Training's two-goal scenes on their way: at A (the expert turns towards B, or stops,
+    and B is in view) or beyond a walk from A (turn and walk, A in view); which positions are
+    two-goal does not change, and the demo's starts are drawn without them."""
+    shapes = set()
+    for seed in (7, 8):
+        plain = SceneSampler(seed=seed, task_mix=MIX, max_forward=MAX_FORWARD)
+        routed = SceneSampler(seed=seed, task_mix=MIX, max_forward=MAX_FORWARD, en_route=1.0)
+        for _ in range(30):
+            a, b = plain.sample(), routed.sample()
+            assert (a.task.type == TWO_GOAL) == (b.task.type == TWO_GOAL)   # by construction
+            if b.task.type != TWO_GOAL:
+                continue
+            steps = expert_steps(b.world, b.task, max_forward=MAX_FORWARD)
+            check_rules(steps)
+            shape = tuple("turn" if s.verb.startswith("turn") else s.verb for s in steps)
+            shapes.add(shape)
+            at_a = b.world.relative(b.task.target(b.world))[1] <= REACH_M
+            seen = b.task.then if at_a else b.task
+            assert shape in ((("turn",), ("stop",)) if at_a else (("turn", "forward"), ("forward",)))
+            assert (b.frame.object_index == b.world.objects.index(seen.target(b.world))).sum() > 0
+    assert {("turn",), ("turn", "forward")} <= shapes
+    assert SceneSampler(seed=10_000, task_mix=MIX).en_route == 0.0     # demo_scene's
 
 
 def check_rules(steps, angle_step=10.0, distance_step=0.25):

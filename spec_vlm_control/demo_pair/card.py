@@ -97,7 +97,10 @@ def write_card(result: dict, path: Path) -> None:
         "## Data",
         f"- Training: {plan['train']['n']} scenes rendered by the simulator (sampler seeds from "
         f"{plan['train']['seed']}), random positions; labels by the scripted expert "
-        "(spec_vlm_control/sim/expert.py).",
+        "(spec_vlm_control/sim/expert.py)"
+        + (f"; {_pct(plan['train'].get('en_route', 0))} of the two-goal ones drawn on their "
+           "way (at the first goal, or beyond a walk from it)." if plan['train'].get('en_route')
+           else "."),
         f"- Held out: {plan['heldout_off_grid']['n']} off-grid scenes (any position; seeds from "
         f"{plan['heldout_off_grid']['seed']}) and {plan['heldout_on_grid']['n']} on-grid scenes "
         f"(bearing and distance exactly on the expert's grid; seeds from "

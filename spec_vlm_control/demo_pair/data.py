@@ -27,20 +27,23 @@ CHUNK = 500   # scenes per rendering job: each job is its own sampler seed
 @dataclass(frozen=True)
 class SceneSpec:
     """Which scenes: `n` from sampler seeds `seed`, `seed + 1`, ... (CHUNK scenes each), with
-    the tasks of `task_mix` (sim/scenes.TASK_MIXES)."""
+    the tasks of `task_mix` (sim/scenes.TASK_MIXES) and `en_route` of the two-goal ones on
+    their way (sim/scenes.SceneSampler)."""
     n: int
     seed: int
     on_grid: bool = False
     max_forward: float | None = 1.0
     jpeg_quality: int = 90
     task_mix: str = DEFAULT_TASK_MIX
+    en_route: float = 0.0
 
 
 def _render_chunk(args) -> SceneSet:
-    n, seed, on_grid, max_forward, quality, task_mix = args
+    n, seed, on_grid, max_forward, quality, task_mix, en_route = args
     torch.set_num_threads(1)
     scenes = render_scenes(n, seed, EgoCamera(width=IMAGE_SIDE, height=IMAGE_SIDE),
-                           on_grid=on_grid, max_forward=max_forward, task_mix=task_mix)
+                           on_grid=on_grid, max_forward=max_forward, task_mix=task_mix,
+                           en_route=en_route)
     scenes.images = np.stack([jpeg_round_trip(img, quality) for img in scenes.images])
     return scenes
 
@@ -48,7 +51,8 @@ def _render_chunk(args) -> SceneSet:
 def render(spec: SceneSpec, workers: int = 2, progress=None) -> SceneSet:
     """Render in chunks on `workers` processes; the result does not depend on `workers`."""
     jobs = [(min(CHUNK, spec.n - start), spec.seed + i, spec.on_grid, spec.max_forward,
-             spec.jpeg_quality, spec.task_mix) for i, start in enumerate(range(0, spec.n, CHUNK))]
+             spec.jpeg_quality, spec.task_mix, spec.en_route)
+            for i, start in enumerate(range(0, spec.n, CHUNK))]
     parts = []
     with ProcessPoolExecutor(workers) as pool:
         for part in pool.map(_render_chunk, jobs):

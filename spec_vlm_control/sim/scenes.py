@@ -9,7 +9,10 @@ Which tasks the scenes get is the sampler's task mix (TASK_MIXES); a trained mod
 names the mix it learnt (pair.json `task_mix`) and the demo samples its scenes from it.
 A two-goal scene ("go to A then turn towards B") puts A within one walk and both objects
 in view, so that the expert's first answer is turn, walk, turn, and B is still in view
-when the robot, at A, decides again.
+when the robot, at A, decides again. A training sampler also draws, with probability
+`en_route`, the states a two-goal task passes through on the way (at A, where the
+memoryless expert answers only the turn towards B; beyond a walk from A, where it answers
+turn and walk): the model must answer there too, though no task starts there.
 """
 from __future__ import annotations
 
@@ -66,6 +69,7 @@ class SceneSampler:
     distance_step: float = 0.25
     max_forward: float | None = None   # the expert's longest walk per answer (None: no limit)
     task_mix: str = DEFAULT_TASK_MIX   # a key of TASK_MIXES
+    en_route: float = 0.0   # share of two-goal scenes drawn at A or beyond a walk from it
 
     def __post_init__(self):
         if self.task_mix not in TASK_MIXES:
@@ -94,6 +98,8 @@ class SceneSampler:
             objects.append(obj)
         world.objects = tuple(objects)
         if two_goal:
+            if r.random() < self.en_route:
+                return self._en_route(world, at_first_goal=r.random() < 0.5)
             return self._two_goal(world)
         weights = TASK_MIXES[self.task_mix].weights
         verb = r.choices(list(weights), list(weights.values()))[0]
@@ -139,6 +145,33 @@ class SceneSampler:
                 and self._in_view(self.camera.render(at_a), at_a, b)):
             return None
         return Scene(world, task, frame)
+
+    def _en_route(self, world: World, at_first_goal: bool) -> Scene | None:
+        """A two-goal task on its way: at A facing near B (the expert turns towards B, or
+        stops), or beyond a walk from A with A in view (the expert turns and walks)."""
+        r, half_fov = self.rng, self.camera.hfov_deg / 2 - 5
+        a, b = r.sample(world.objects, 2)
+        task = Task("go_to", a.colour, a.kind, Task("turn_towards", b.colour, b.kind))
+        away = math.atan2(a.y - b.y, a.x - b.x) + r.uniform(-0.9, 0.9)
+        if at_first_goal:
+            if not self._place_robot(world, a, 0.0, r.uniform(0.02, REACH_M - 0.02), away):
+                return None
+            p = world.pose
+            yaw = math.atan2(b.y - p.y, b.x - p.x) - math.radians(r.uniform(-half_fov, half_fov))
+            world.pose = Pose(p.x, p.y, wrap_angle(yaw))
+            seen, shapes = b, (["turn"], ["stop"])      # nothing left but facing B
+        else:
+            walk = min(WALK_M, self.max_forward or WALK_M)
+            gap = r.uniform(AIM_M + walk + 0.25, self.max_gap)
+            if not (self._place_robot(world, a, r.uniform(-half_fov, half_fov), gap, away)
+                    and self._way_free(world, a)):
+                return None
+            seen, shapes = a, (["turn", "forward"], ["forward"])
+        steps = expert_steps(world, task, self.angle_step, self.distance_step, self.max_forward)
+        if [("turn" if s.verb.startswith("turn") else s.verb) for s in steps] not in shapes:
+            return None
+        frame = self.camera.render(world)
+        return Scene(world, task, frame) if self._in_view(frame, world, seen) else None
 
     def _in_view(self, frame: Frame, world: World, obj: SceneObject) -> bool:
         return (frame.object_index == world.objects.index(obj)).sum() >= self.min_target_pixels
