@@ -144,6 +144,14 @@ def test_quick_demo_runs_the_graph_and_writes_a_consistent_record(tiny_pair, tmp
     assert summary["live_baseline_decisions"] == summary["live_baseline_same_answer"] \
         == len(decisions)
     assert "live vs live" in result.stdout
+    goal = summary["goal"]                  # every decision here is of a one-goal task
+    assert goal["all"]["decisions"] == len(decisions) and goal["multi_step_tasks"]["decisions"] == 0
+    assert goal["all"]["passes_per_token"] == pytest.approx(
+        sum(d["stats"]["target_passes"] for d in decisions)
+        / sum(d["stats"]["tokens"] for d in decisions))
+    assert goal["all"]["live"]["streaming_median_s"] == pytest.approx(
+        summary["median_live_baseline_total_s"])
+    assert "goal ≤ 0.77× cloud-only streaming" in result.stdout
 
     messages = list(read_bag(out / "demo_bag"))
     seen = {m.topic for m in messages}

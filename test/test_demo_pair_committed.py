@@ -63,8 +63,9 @@ def test_committed_pair_meets_the_accuracy_targets_on_fresh_scenes(pair, fresh_s
     # The card's goal is 60%. Its run counted an accepted end token as rejected (58.9%);
     # counted as accepted (core/metrics.py EdgeTally.judged) the committed draft reaches
     # 81.9% on the card's 600 scenes (docs/draft_distillation.md).
-    print(f"acceptance {spec['acceptance']:.3f}")
-    assert spec["acceptance"] >= 0.60
+    acceptance = ev.acceptance(spec["blocks"])["acceptance"]
+    print(f"acceptance {acceptance:.3f}")
+    assert acceptance >= 0.60
     assert layer + 1 <= target.adapter.num_layers // 2
     from spec_vlm_control.core import exit_training
     features = exit_training.collect(target.adapter, prompts, [layer], 12)
