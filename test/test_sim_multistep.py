@@ -118,6 +118,7 @@ def test_every_third_scene_position_is_two_goal_by_construction():
         SceneSampler(task_mix="two_goal_everywhere")
 
 
+@pytest.mark.slow    # samples and renders 120 scenes: ~2-4 s
 def test_en_route_scenes_are_the_states_a_two_goal_task_passes_through():
     """Training's two-goal scenes on their way: at A (the expert turns towards B, or stops,
     and B is in view) or beyond a walk from A (turn and walk, A in view); which positions are
