@@ -49,6 +49,11 @@ TASK_MIXES = {"one_goal": TaskMix(TASK_WEIGHTS),             # the first demo pa
 DEFAULT_TASK_MIX = "one_goal"
 
 
+def _shape(steps) -> tuple[str, ...]:
+    """A plan's kinds of step: turn, forward or stop."""
+    return tuple("turn" if s.verb.startswith("turn") else s.verb for s in steps)
+
+
 @dataclass(frozen=True)
 class Scene:
     world: World
@@ -118,9 +123,8 @@ class SceneSampler:
     def _two_goal(self, world: World) -> Scene | None:
         """Go to A then turn towards B, from a pose whose expert answer is turn, walk, turn
         and from which both are in view; B also in view (with margin) from the pose at A."""
-        r, half_fov = self.rng, self.camera.hfov_deg / 2 - 5
-        a, b = r.sample(world.objects, 2)
-        task = Task("go_to", a.colour, a.kind, Task("turn_towards", b.colour, b.kind))
+        r, half_fov = self.rng, self._half_fov
+        a, b, task = self._two_goals(world)
         walk = min(WALK_M, self.max_forward or WALK_M)
         if self.on_grid:
             k = int(half_fov // self.angle_step)
@@ -129,12 +133,11 @@ class SceneSampler:
         else:
             bearing = r.uniform(-half_fov, half_fov)
             gap = r.uniform(REACH_M + 0.01, AIM_M + walk)
-        # approach A from the side away from B, give or take 50 degrees, so B lies beyond A
-        away = math.atan2(a.y - b.y, a.x - b.x) + r.uniform(-0.9, 0.9)
-        if not (self._place_robot(world, a, bearing, gap, away) and self._way_free(world, a)):
+        if not (self._place_robot(world, a, bearing, gap, self._beyond(a, b))
+                and self._way_free(world, a)):
             return None
         steps = expert_steps(world, task, self.angle_step, self.distance_step, self.max_forward)
-        if [s.verb.startswith("turn") for s in steps] != [True, False, True]:
+        if _shape(steps) != ("turn", "forward", "turn"):
             return None
         turn = steps[0].value * (1 if steps[0].verb == "turn_left" else -1)
         at_a = replace(world, pose=after(world.pose, turn, steps[1].value))
@@ -149,29 +152,43 @@ class SceneSampler:
     def _en_route(self, world: World, at_first_goal: bool) -> Scene | None:
         """A two-goal task on its way: at A facing near B (the expert turns towards B, or
         stops), or beyond a walk from A with A in view (the expert turns and walks)."""
-        r, half_fov = self.rng, self.camera.hfov_deg / 2 - 5
-        a, b = r.sample(world.objects, 2)
-        task = Task("go_to", a.colour, a.kind, Task("turn_towards", b.colour, b.kind))
-        away = math.atan2(a.y - b.y, a.x - b.x) + r.uniform(-0.9, 0.9)
+        r, half_fov = self.rng, self._half_fov
+        a, b, task = self._two_goals(world)
+        away = self._beyond(a, b)
         if at_first_goal:
             if not self._place_robot(world, a, 0.0, r.uniform(0.02, REACH_M - 0.02), away):
                 return None
             p = world.pose
             yaw = math.atan2(b.y - p.y, b.x - p.x) - math.radians(r.uniform(-half_fov, half_fov))
             world.pose = Pose(p.x, p.y, wrap_angle(yaw))
-            seen, shapes = b, (["turn"], ["stop"])      # nothing left but facing B
+            seen, shapes = b, (("turn",), ("stop",))      # nothing left but facing B
         else:
             walk = min(WALK_M, self.max_forward or WALK_M)
             gap = r.uniform(AIM_M + walk + 0.25, self.max_gap)
             if not (self._place_robot(world, a, r.uniform(-half_fov, half_fov), gap, away)
                     and self._way_free(world, a)):
                 return None
-            seen, shapes = a, (["turn", "forward"], ["forward"])
+            seen, shapes = a, (("turn", "forward"), ("forward",))
         steps = expert_steps(world, task, self.angle_step, self.distance_step, self.max_forward)
-        if [("turn" if s.verb.startswith("turn") else s.verb) for s in steps] not in shapes:
+        if _shape(steps) not in shapes:
             return None
         frame = self.camera.render(world)
         return Scene(world, task, frame) if self._in_view(frame, world, seen) else None
+
+    @property
+    def _half_fov(self) -> float:
+        """Bearings (degrees either side) at which an object is drawn: in view, with margin."""
+        return self.camera.hfov_deg / 2 - 5
+
+    def _two_goals(self, world: World) -> tuple[SceneObject, SceneObject, Task]:
+        """A and B drawn from the room, and "go to A then turn towards B"."""
+        a, b = self.rng.sample(world.objects, 2)
+        return a, b, Task("go_to", a.colour, a.kind, Task("turn_towards", b.colour, b.kind))
+
+    def _beyond(self, a: SceneObject, b: SceneObject) -> float:
+        """The side of A away from B, give or take 50 degrees (rad): approached from there,
+        B lies beyond A."""
+        return math.atan2(a.y - b.y, a.x - b.x) + self.rng.uniform(-0.9, 0.9)
 
     def _in_view(self, frame: Frame, world: World, obj: SceneObject) -> bool:
         return (frame.object_index == world.objects.index(obj)).sum() >= self.min_target_pixels
@@ -194,7 +211,7 @@ class SceneSampler:
 
     def _bearing_and_gap(self) -> tuple[float, float]:
         """Where a one-goal task's object is seen from the start (degrees, metres)."""
-        r, half_fov = self.rng, self.camera.hfov_deg / 2 - 5
+        r, half_fov = self.rng, self._half_fov
         if self.on_grid:
             k = int(half_fov // self.angle_step)
             bearing = self.angle_step * r.randint(-k, k)
