@@ -51,12 +51,12 @@ def test_committed_pair_meets_the_accuracy_targets_on_fresh_scenes(pair, fresh_s
     layer = card["metrics"]["exit_layer"]
     idx = np.arange(len(fresh_scenes))
     prompts = ev.prompts_for(target, fresh_scenes, idx)
-    answers = ev.score(ev.answers_of(target.adapter.model, target, prompts), fresh_scenes, idx)
+    reference = [ev.greedy(target.adapter.model, p, target.adapter.image_token_id) for p in prompts]
+    answers = ev.score(ev.texts_of(target, reference), fresh_scenes, idx)
     print(f"exact {answers.exact.mean():.3f}, within one step {answers.near.mean():.3f}")
     assert answers.exact.mean() >= 0.80
     assert answers.near.mean() >= 0.95
     spec = ev.speculative(target, draft, prompts, exit_layer=layer, exit_adapters=adapters)
-    reference = [ev.greedy(target.adapter.model, p, target.adapter.image_token_id) for p in prompts]
     eos = target.adapter.eos_token_ids
     assert all(ev.until_eos(a, eos) == ev.until_eos(b, eos)
                for a, b in zip(spec["tokens"], reference))

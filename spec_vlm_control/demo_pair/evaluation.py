@@ -128,19 +128,22 @@ def score(texts: list[str], scenes: SceneSet, idx) -> Answers:
                    np.array([within_one_step(t, e) for t, e in zip(texts, expert)]))
 
 
+def texts_of(loaded, answers: list[list[int]]) -> list[str]:
+    """Answers' token ids as the action language's text."""
+    return [loaded.tokenizer.decode(t, skip_special_tokens=True).strip() for t in answers]
+
+
 def answers_of(model, loaded, prompts, blind_frames: bool = False, progress=None) -> list[str]:
-    tok = loaded.tokenizer
-    texts = []
+    answers = []
     for prompt in prompts:
         if blind_frames:
             prompt = type(prompt)(input_ids=prompt.input_ids, text=prompt.text,
                                   vision={**prompt.vision,
                                           "pixel_values": torch.full_like(prompt.vision["pixel_values"], -1.0)})
-        texts.append(tok.decode(greedy(model, prompt, loaded.adapter.image_token_id),
-                                skip_special_tokens=True).strip())
+        answers.append(greedy(model, prompt, loaded.adapter.image_token_id))
         if progress is not None:
             progress.update(1)
-    return texts
+    return texts_of(loaded, answers)
 
 
 def speculative(target, draft, prompts, block_size: int = 4, max_new_tokens: int = 12,

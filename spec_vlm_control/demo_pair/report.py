@@ -124,7 +124,7 @@ def measure_pair(target, draft, heldout, plan, exit_layer: int, adapters, log=No
         reference = reference or target_greedy(target, prompts, bar)
     eos = target.adapter.eos_token_ids
     same = [ev.until_eos(a, eos) == ev.until_eos(b, eos) for a, b in zip(spec["tokens"], reference)]
-    answers = [target.tokenizer.decode(t, skip_special_tokens=True).strip() for t in reference]
+    answers = ev.texts_of(target, reference)
     target_cost = ev.step_cost(target.adapter, prompts[0], plan.cost_steps)
     draft_cost = ev.step_cost(draft.adapter, prompts[0], plan.cost_steps)
     speculative = ev.speculative_figures(spec, answers, list(heldout.instructions), eos)
