@@ -132,7 +132,7 @@ def test_watch_follows_tokens_through_a_router(tmp_path):
     import zenoh
     from harness import free_port
 
-    from spec_vlm_control.replica_link import ReplicaToken, ReplicaWatch
+    from spec_vlm_control.replica_link import TOKENS, ReplicaToken, ReplicaWatch
     from spec_vlm_control.zenoh_link import LinkSettings
     endpoint = f"tcp/127.0.0.1:{free_port()}"
     router = zenoh.open(LinkSettings(mode="router", listen=[endpoint]).zenoh_config())
@@ -142,7 +142,9 @@ def test_watch_follows_tokens_through_a_router(tmp_path):
     try:
         tokens = {r: ReplicaToken(s, r) for r, s in replicas.items()}
         assert tokens["a"].hold(True) is True and tokens["a"].hold(True) is None
-        time.sleep(0.3)
+        # a's token has reached the router (a fixed sleep was too short on a loaded machine)
+        wait(lambda: any(reply.ok is not None
+                         for reply in robot.liveliness().get(f"{TOKENS}/*", timeout=0.5)))
         table, joined, gone = Assignments(), [], []
         ReplicaWatch(robot, table, joined.append, lambda r, serving: gone.append((r, serving)))
         assert table.live == {"a"} and joined == ["a"]           # known before any request
