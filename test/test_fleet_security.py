@@ -247,7 +247,7 @@ def test_installed_fleet_with_access_control_serves_a_robot_and_survives_hostile
     robot_b = zenoh.open(LinkSettings(connect=[endpoint], **auth(users, "go2-b")).zenoh_config())
     try:
         garbage = [b"", b"\x00", os.urandom(7), os.urandom(5000), b"\x00\x01\x00\x00" * 3]
-        chunks = [CommittedTokens(robot_id="go2-a", request_id=1, start=n, tokens=[7 + n],
+        chunks = [CommittedTokens(robot_id="go2-a", request_id=1, start=n, tokens=[70 + n],
                                   finished=n == 1) for n in (1, 0)]       # reordered
         for payload in garbage:
             replica_b.put("spec_vlm/b/go2-a/down/committed", payload)  # to the robot bridge
@@ -268,8 +268,13 @@ def test_installed_fleet_with_access_control_serves_a_robot_and_survives_hostile
         ros_graph.wait_for(
             lambda: reasons | {"dropped: not its request's replica"} <= set(dropped)
             and reasons <= set(replica_dropped), 10, "both bridges to count what they dropped")
-        ros_graph.wait_for(lambda: len([m for m in committed if m.request_id == 1]) == 5, 10,
+        # Told apart by their tokens from the answers to the resent request 1 above.
+        def forwarded():
+            return [(m.start, list(m.tokens)) for m in committed
+                    if m.request_id == 1 and any(t >= 70 for t in m.tokens)]
+        ros_graph.wait_for(lambda: len(forwarded()) >= 4, 10,
                            "the replica's duplicated and reordered answers")
+        assert forwarded() == [(1, [71]), (0, [70])] * 2      # as they came, none from b
 
         # Replica b holds its token and never answers: its requests fail within the bound.
         token = replica_b.liveliness().declare_token("spec_vlm/replicas/b")
