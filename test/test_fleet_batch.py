@@ -237,3 +237,23 @@ def test_pass_log_summary_and_microbenchmark_report_what_they_measure():
     rows = microbenchmark(llama_pair(0).target, shapes=((3, 2),), prompt_length=6, repeats=3)
     assert [(r["sessions"], r["positions"]) for r in rows] == [(3, 2)]
     assert rows[0]["batched_s"] > 0 and rows[0]["one_per_pass_s"] > 0
+
+
+def test_the_gpu_pass_check_writes_what_it_measured(tmp_path):
+    """tools/gpu_pass_check.py, the per-pass check for a machine with a GPU, run here on the
+    CPU at a toy width: one row per (prompt, sessions, positions), with its configuration."""
+    import json
+    import subprocess
+    import sys
+    from pathlib import Path
+    script = Path(__file__).resolve().parents[1] / "tools" / "gpu_pass_check.py"
+    subprocess.run([sys.executable, str(script), "--out", str(tmp_path / "pass"), "--device",
+                    "cpu", "--dtype", "float32", "--hidden", "32", "--layers", "1", "--heads",
+                    "2", "--vocab", "64", "--sessions", "1", "3", "--prompt-lengths", "6",
+                    "--repeats", "1"], check=True, capture_output=True, timeout=120)
+    result = json.loads((tmp_path / "pass.json").read_text())
+    assert [(r["prompt_length"], r["sessions"], r["positions"]) for r in result["rows"]] == [
+        (6, 1, 5), (6, 3, 5), (6, 1, 1), (6, 3, 1)]
+    assert all(r["batched_s"] > 0 and r["one_per_pass_s"] > 0 for r in result["rows"])
+    assert result["config"]["hidden"] == 32 and result["machine"]["torch"] == torch.__version__
+    assert (tmp_path / "pass.md").read_text().count("\n| 6 |") == 4

@@ -91,10 +91,10 @@ def microbenchmark(adapter: DecoderAdapter, shapes=((8, 1), (8, 5), (32, 5)),
         def timed(groups) -> float:
             times = []
             for _ in range(repeats):
-                t0 = time.perf_counter()
+                t0 = _clock(adapter)
                 for group in groups:
                     adapter.extend_batch([states[b] for b in group], [rows[b] for b in group])
-                times.append(time.perf_counter() - t0)
+                times.append(_clock(adapter) - t0)
                 for state in states:
                     adapter.crop(state, prompt_length - 1, state.pending)
             return statistics.median(times)
@@ -104,6 +104,15 @@ def microbenchmark(adapter: DecoderAdapter, shapes=((8, 1), (8, 5), (32, 5)),
         out.append(dict(sessions=sessions, positions=positions, batched_s=batched,
                         one_per_pass_s=alone, speedup=alone / batched))
     return out
+
+
+def _clock(adapter: DecoderAdapter) -> float:
+    """perf_counter once the adapter's device has run what was queued on it: a GPU runs
+    kernels asynchronously, so without the wait a pass would be timed as it is enqueued."""
+    device = torch.device(getattr(adapter, "device", "cpu"))
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    return time.perf_counter()
 
 
 def _rows(adapter: DecoderAdapter, sessions: int, positions: int, prompt_length: int,
@@ -148,11 +157,11 @@ def prefill_microbenchmark(adapter: DecoderAdapter, prompt: Prompt, blocks: int 
         times = []
         for _ in range(repeats):
             state = adapter.begin(prompt)
-            t0 = time.perf_counter()
+            t0 = _clock(adapter)
             for with_blocks, n in plan:
                 adapter.extend_batch(states if with_blocks else [], rows if with_blocks else [],
                                      chunks=[(state, n)] if n else [])
-            times.append(time.perf_counter() - t0)
+            times.append(_clock(adapter) - t0)
             for s in states:
                 adapter.crop(s, prompt_length - 1, s.pending)
         computed = sum(max(n, positions if b else 0) * ((blocks if b else 0) + (n > 0))

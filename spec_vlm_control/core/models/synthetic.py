@@ -23,7 +23,8 @@ EOS = 1
 
 
 def tiny_llama(seed: int = 0, vocab: int = 96, hidden: int = 32, layers: int = 2,
-               heads: int = 4, dtype=torch.float64, init_std: float = 0.3) -> CausalLMAdapter:
+               heads: int = 4, dtype=torch.float64, init_std: float = 0.3,
+               device: str = "cpu") -> CausalLMAdapter:
     """A random Llama built from a config (no download); a large init keeps its next-token
     distributions peaked enough that sampling tests have something to see."""
     config = LlamaConfig(vocab_size=vocab, hidden_size=hidden, intermediate_size=2 * hidden,
@@ -32,7 +33,7 @@ def tiny_llama(seed: int = 0, vocab: int = 96, hidden: int = 32, layers: int = 2
                          initializer_range=init_std, bos_token_id=0, eos_token_id=EOS,
                          pad_token_id=0, tie_word_embeddings=False)
     torch.manual_seed(seed)
-    model = LlamaForCausalLM(config).to(dtype)
+    model = LlamaForCausalLM(config).to(device=device, dtype=dtype)
     return CausalLMAdapter(model, tokenizer_hash=f"tiny-vocab-{vocab}")
 
 
