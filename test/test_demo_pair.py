@@ -141,6 +141,7 @@ def test_short_train_demo_run_lowers_the_loss_and_writes_a_loadable_pair(tmp_pat
             "distillation_s", "exits_s", "evaluation_s", "total_s"} <= set(result["timings_s"])
     card = (out / "MODEL_CARD.md").read_text()
     assert "stop excluded" in card and "Target passes per committed token" in card
+    assert "target exact match (one-goal tasks)" in card and "(two-goal tasks)" in card
     for name, files in result["weights_sha256"].items():
         for f, digest in files.items():
             assert digest in card
@@ -153,3 +154,23 @@ def test_short_train_demo_run_lowers_the_loss_and_writes_a_loadable_pair(tmp_pat
     draft = load_model(str(out / "draft"))
     assert target.fingerprint == draft.fingerprint
     assert load_exit_adapters(out / "target" / "exits", target.adapter)
+
+
+def test_the_cards_accuracy_goals_are_over_the_one_goal_tasks():
+    """The target's goals hold on the first pair's tasks; two-goal answers are reported
+    apart: the one-goal rates pool the per-task rates by scene count."""
+    from spec_vlm_control.demo_pair.card import one_goal_scores, points_over_blind
+    rates = {"task go_to": (0.5, 1.0), "task stop": (1.0, 1.0),
+             "task go_to_then_turn_towards": (0.0, 0.25)}
+    blind = {"task go_to": (0.0, 0.5), "task stop": (1.0, 1.0),
+             "task go_to_then_turn_towards": (0.0, 0.0)}
+
+    def scored(table):
+        return {task: {"exact": e, "within_one_step": n} for task, (e, n) in table.items()}
+    metrics = {"target": scored(rates), "blind_baseline": scored(blind),
+               "speculative": {"all": {"scenes": 7}, "task go_to": {"scenes": 2},
+                               "task stop": {"scenes": 1},
+                               "task go_to_then_turn_towards": {"scenes": 4}}}
+    assert one_goal_scores(metrics, "target") == pytest.approx(
+        {"exact": 2 / 3, "within_one_step": 1.0})
+    assert points_over_blind(metrics) == pytest.approx(100 * (2 / 3 - 1 / 3))

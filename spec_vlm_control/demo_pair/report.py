@@ -80,8 +80,8 @@ def evaluate_and_write(plan, out: Path, work: Path, heldout, train, curves, timi
                       "target": target_texts[i], "draft": draft_texts[i],
                       "blind": blind_texts[i]} for i in list(range(5)) + list(range(len(idx) - 5, len(idx)))],
     }
-    metrics["points_over_blind"] = 100 * (metrics["target"]["all"]["exact"]
-                                          - metrics["blind_baseline"]["all"]["exact"])
+    from .card import points_over_blind
+    metrics["points_over_blind"] = points_over_blind(metrics)
     timings["total_s"] = time.monotonic() - started
     from .architecture import TARGET, describe, draft_size
     result = {"plan": plan_dict(plan), "metrics": metrics, "targets": TARGETS,
