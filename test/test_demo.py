@@ -205,14 +205,14 @@ def test_ctrl_c_stops_the_whole_graph(tiny_pair, tmp_path):
 
 
 def test_quick_demo_with_the_committed_pair_does_its_tasks(tmp_path):
-    """The README's demo on the trained pair (two tasks that need the image: turn towards the
-    blue ball, go to the blue box): the robot does them, closed loop, losslessly."""
+    """The README's demo on the trained pair (two tasks that need the image, one of them with
+    two goals): the robot does them, closed loop, losslessly."""
     out = tmp_path / "out"
     result = demo("--quick", "--first-seed", 10_002, "--out", out)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     record = json.loads((out / "demo.json").read_text())
-    assert [t["instruction"] for t in record["tasks"]] == ["turn towards the blue ball",
-                                                           "go to the blue box"]
+    assert [t["instruction"] for t in record["tasks"]] == [
+        "turn towards the blue ball", "go to the blue ball then turn towards the yellow ball"]
     assert all(t["succeeded"] for t in record["tasks"]), record["tasks"]
     for d in record["decisions"]:
         assert all(d["replays"][m]["same_as_live"] for m in ("speculative", "stream", "per_token"))

@@ -1,5 +1,6 @@
 """The committed demo pair: the weights are the ones the logged `train-demo` run wrote, and
-they meet the model card's accuracy targets on scenes neither training nor the card used."""
+they meet the model card's accuracy targets on scenes neither training nor the card used,
+drawn from the task mix the pair was trained on (pair.json)."""
 import hashlib
 import json
 
@@ -7,10 +8,19 @@ import numpy as np
 import pytest
 import torch
 
+from spec_vlm_control.demo.pair import open_pair
 from spec_vlm_control.demo_pair import COMMITTED
 from spec_vlm_control.demo_pair import evaluation as ev
 from spec_vlm_control.demo_pair.data import SceneSpec, render
 from spec_vlm_control.sim.dataset import SceneSet
+from spec_vlm_control.sim.tasks import TWO_GOAL
+
+N_EACH = 150                # off-grid and on-grid scenes each
+TWO_GOAL_SCENES = 90        # at least, of the 300 (the mix makes every third task two-goal)
+EXIT_SCENES = 150
+# No goal is set on two-goal answers; these guard the committed pair's figures on these
+# scenes (24.0% exact, 81.0% within one step, 2026-11-28), less 2 points.
+TWO_GOAL_EXACT, TWO_GOAL_NEAR = 0.22, 0.79
 
 
 @pytest.fixture(scope="module")
@@ -30,9 +40,12 @@ def card():
 
 @pytest.fixture(scope="module")
 def fresh_scenes():
-    """Off-grid and on-grid scenes from sampler seeds no run of train-demo renders."""
-    return SceneSet.concat([render(SceneSpec(n=150, seed=7000), workers=1),
-                            render(SceneSpec(n=100, seed=7500, on_grid=True), workers=1)])
+    """Off-grid and on-grid scenes of the pair's task mix from sampler seeds no run of
+    train-demo renders (the card's held-out scenes are seeds 1900 and 1950)."""
+    mix = open_pair(COMMITTED).task_mix
+    return SceneSet.concat([render(SceneSpec(n=N_EACH, seed=7000, task_mix=mix), workers=2),
+                            render(SceneSpec(n=N_EACH, seed=7500, on_grid=True, task_mix=mix),
+                                   workers=2)])
 
 
 def test_weights_are_the_ones_the_logged_run_wrote(card):
@@ -43,6 +56,7 @@ def test_weights_are_the_ones_the_logged_run_wrote(card):
     assert all(d in text for files in card["weights_sha256"].values() for d in files.values())
     size = sum(p.stat().st_size for p in COMMITTED.rglob("*") if p.is_file())
     assert size <= 40e6
+    assert open_pair(COMMITTED).task_mix == card["plan"]["train"]["task_mix"]
 
 
 @pytest.mark.slow
@@ -50,23 +64,31 @@ def test_committed_pair_meets_the_accuracy_targets_on_fresh_scenes(pair, fresh_s
     target, draft, adapters = pair
     layer = card["metrics"]["exit_layer"]
     idx = np.arange(len(fresh_scenes))
+    two_goal = np.array([t == TWO_GOAL for t in ev.task_types(fresh_scenes.instructions)])
+    assert two_goal.sum() >= TWO_GOAL_SCENES
     prompts = ev.prompts_for(target, fresh_scenes, idx)
     reference = [ev.greedy(target.adapter.model, p, target.adapter.image_token_id) for p in prompts]
-    answers = ev.score(ev.texts_of(target, reference), fresh_scenes, idx)
-    print(f"exact {answers.exact.mean():.3f}, within one step {answers.near.mean():.3f}")
-    assert answers.exact.mean() >= 0.80
-    assert answers.near.mean() >= 0.95
-    spec = ev.speculative(target, draft, prompts, exit_layer=layer, exit_adapters=adapters)
     eos = target.adapter.eos_token_ids
+    assert all(any(t in eos for t in answer) for answer in reference)  # none hits the limit
+    answers = ev.score(ev.texts_of(target, reference), fresh_scenes, idx)
+    one, two = answers.exact[~two_goal].mean(), answers.exact[two_goal].mean()
+    near_one, near_two = answers.near[~two_goal].mean(), answers.near[two_goal].mean()
+    print(f"one-goal exact {one:.3f}, within one step {near_one:.3f}; "
+          f"two-goal exact {two:.3f}, within one step {near_two:.3f}")
+    assert one >= 0.80 and near_one >= 0.95                  # the card's goals
+    assert two >= TWO_GOAL_EXACT and near_two >= TWO_GOAL_NEAR   # as measured, less 2 points
+    spec = ev.speculative(target, draft, prompts, exit_layer=layer, exit_adapters=adapters)
     assert all(ev.until_eos(a, eos) == ev.until_eos(b, eos)
                for a, b in zip(spec["tokens"], reference))
-    # The card's goal is 60%. Its run counted an accepted end token as rejected (58.9%);
-    # counted as accepted (core/metrics.py EdgeTally.judged) the committed draft reaches
-    # 81.9% on the card's 600 scenes (docs/draft_distillation.md).
-    acceptance = ev.acceptance(spec["blocks"])["acceptance"]
-    print(f"acceptance {acceptance:.3f}")
-    assert acceptance >= 0.60
+    figures = ev.speculative_figures(spec, answers.texts, fresh_scenes.instructions, eos)
+    acceptance = figures["stop excluded"]["acceptance"]
+    print(f"acceptance without stop answers {acceptance:.3f}, "
+          f"{figures['target_passes_per_token']:.3f} target passes per token")
+    # The issue's goal is 85% (not met: 81.3% on the card's 600 scenes, 80.6% on these);
+    # this guards the committed draft at its measured figure less 2 points.
+    assert acceptance >= 0.786
+    assert figures["target_passes_per_token"] <= 0.5
     assert layer + 1 <= target.adapter.num_layers // 2
     from spec_vlm_control.core import exit_training
-    features = exit_training.collect(target.adapter, prompts, [layer], 12)
+    features = exit_training.collect(target.adapter, prompts[:EXIT_SCENES], [layer], 12)
     assert exit_training.agreement(target.adapter, features, adapters)[layer] >= 0.80
