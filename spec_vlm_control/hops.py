@@ -54,6 +54,11 @@ SEGMENTS = ("edge -> robot bridge (convert, DDS)", "robot bridge up (+ emulated 
 EMULATED = ("robot bridge up (+ emulated one way)", "cloud bridge down (+ emulated one way)")
 ACROSS_SITES = ("zenoh up", "zenoh down")
 QUEUE = "cloud queue (behind other work)"
+# Each of the cloud's units of work that a request took part in (its prompt chunks, the
+# steps it commits by itself in cloud_led and stream, the passes over its blocks), recorded
+# with its DecodeRequest: cloud-led decoding has no round trip per pass, so these are how
+# its timeline knows what the cloud spent on it.
+BUSY = (("request", "cloud.busy_start"), ("request", "cloud.busy_end"))
 
 
 def kind_of(msg) -> str:
@@ -179,6 +184,20 @@ def round_trips(events: Iterable[dict]) -> list[RoundTrip]:
             trip.times[("final", "cloud.ready")] = max(received, free)
     started = [t for t in trips.values() if ("block", "edge.send") in t.times]
     return sorted(started, key=lambda t: t.times[("block", "edge.send")])
+
+
+def busy_ns(events: Iterable[dict]) -> dict[tuple[str, int], int]:
+    """Per (robot, request): the summed length of the cloud's units of work it took part in
+    (a unit's start and end are recorded in that order, one unit at a time)."""
+    starts: dict[tuple, list[int]] = {}
+    total: dict[tuple, int] = {}
+    for e in sorted(events, key=lambda e: e["t_ns"]):
+        point, key = (e["kind"], e["hop"]), (e["robot"], e["request"])
+        if point == BUSY[0]:
+            starts.setdefault(key, []).append(e["t_ns"])
+        elif point == BUSY[1] and starts.get(key):
+            total[key] = total.get(key, 0) + e["t_ns"] - starts[key].pop(0)
+    return total
 
 
 def _quantiles_ms(values_ns: list[int]) -> dict:

@@ -13,6 +13,7 @@ from PIL import Image
 from tiny_models import save_tiny_vlm
 
 from spec_vlm_control import hops, topics
+from spec_vlm_control.core.protocol import DecodingParams
 from spec_vlm_control.recording import read_bag
 from spec_vlm_control.sim.episode import judge
 from spec_vlm_control.sim.scenes import SceneSampler
@@ -216,3 +217,13 @@ def test_quick_demo_with_the_committed_pair_does_its_tasks(tmp_path):
     assert all(t["succeeded"] for t in record["tasks"]), record["tasks"]
     for d in record["decisions"]:
         assert all(d["replays"][m]["same_as_live"] for m in ("speculative", "stream", "per_token"))
+        # cloud_led, the default: its software part is what one round trip and the cloud's
+        # busy time on the request leave of the live time (demo/timeline.py).
+        assert d["stats"]["mode"] == DecodingParams.MODE_CLOUD_LED
+        timeline = d["timeline"]
+        assert 0 < timeline["busy_ms"] < 1000 * d["stats"]["total_s"]
+        assert timeline["software_ms"] == pytest.approx(
+            1000 * d["stats"]["total_s"] - record["config"]["rtt_ms"] - timeline["busy_ms"],
+            abs=1e-3)
+        assert timeline["software_ms"] > -1.0            # the busy time is on the critical path
+    assert record["summary"]["split"]["software_ms"] is not None

@@ -127,3 +127,25 @@ def test_off_by_default_nothing_is_written(tmp_path, monkeypatch):
     on.record("in", block())
     on.close()
     assert [p.name.split("-")[0] for p in (tmp_path / "hops").iterdir()] == ["robot_bridge"]
+
+
+def test_the_clouds_busy_time_per_request_sums_its_units_of_work(tmp_path):
+    """Cloud-led decoding has no round trip per pass: the cloud records each unit of work a
+    request took part in, and a cloud_led decision's software part is its live time less
+    one emulated round trip and that busy time."""
+    from spec_vlm_control.core.protocol import DecodeRequest, DecodingParams
+    from spec_vlm_control.demo import timeline
+    log = hops.HopLog("cloud", tmp_path)
+    mine, other = DecodeRequest("go2", 7), DecodeRequest("go2", 8)
+    for request, start, end in ((mine, 10, 13), (other, 13, 20), (mine, 20, 24), (mine, 30, 31)):
+        log.record("busy_start", request, start * MS)
+        log.record("busy_end", request, end * MS)
+    log.record("busy_start", other, 40 * MS)                      # still running: not summed
+    log.close()
+    assert hops.busy_ns(hops.read_events(tmp_path)) == {("go2", 7): 8 * MS, ("go2", 8): 7 * MS}
+    recorded = timeline.by_request(tmp_path)
+    assert recorded[7].busy_ns == 8 * MS and recorded[7].trips == []
+    stats = dict(ok=True, mode=DecodingParams.MODE_CLOUD_LED, total_s=0.1, draft_s=0.03)
+    found = timeline.decision(recorded[7], stats, rtt_ms=50.0)
+    assert found["busy_ms"] == 8.0 and found["software_ms"] == 100.0 - 50.0 - 8.0
+    assert timeline.decision(None, stats, rtt_ms=50.0)["software_ms"] is None  # not recorded

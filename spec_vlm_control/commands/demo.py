@@ -103,7 +103,7 @@ def run(args) -> int:
         vars(settings), tasks=tasks, models=str(pair.root), exit_layers=pair.exit_layers,
         exit_adapters=str(pair.exit_adapters) if pair.exit_adapters else None,
         max_decisions=args.max_decisions, max_new_tokens=pair.max_new_tokens),
-        paused=paused, trips=timeline.by_request(out / "hops"))
+        paused=paused, recorded=timeline.by_request(out / "hops"))
     print(f"\n{summary['succeeded']}/{summary['tasks']} tasks succeeded; "
           f"wall time {timing['total_s']:.0f} s (graph start {timing['start_s']:.0f} s, "
           f"tasks {timing['tasks_s']:.0f} s (of it paused twins "

@@ -64,9 +64,9 @@ def print_decisions(results: list[TaskResult]) -> None:
 
 
 def write(out: Path, results: list[TaskResult], timing: dict, config: dict,
-          paused: dict[int, dict], trips: dict[int, list]) -> dict:
-    """`paused`: the paused twins' stats by live request id; `trips`: the hop timeline's
-    round trips by request id (timeline.by_request)."""
+          paused: dict[int, dict], recorded: dict[int, timeline.RequestHops]) -> dict:
+    """`paused`: the paused twins' stats by live request id; `recorded`: the hop records
+    by request id (timeline.by_request)."""
     frames = out / "frames"
     frames.mkdir(exist_ok=True)
     decisions, tasks = [], []
@@ -75,12 +75,12 @@ def write(out: Path, results: list[TaskResult], timing: dict, config: dict,
         for i, d in enumerate(result.decisions, 1):
             row = {k: v for k, v in asdict(d).items() if k != "jpeg"}
             row.update(task=n, decision=i, says_stop=d.says_stop,
-                       timeline=timeline.decision(trips.get(d.request_id, []), d.stats,
+                       timeline=timeline.decision(recorded.get(d.request_id), d.stats,
                                                   config["rtt_ms"]),
                        paused=dict(paused.get(d.request_id, {"ok": False})))
             if row["paused"]["ok"]:
                 row["paused"]["timeline"] = timeline.decision(
-                    trips.get(row["paused"]["request_id"], []), row["paused"], config["rtt_ms"])
+                    recorded.get(row["paused"]["request_id"]), row["paused"], config["rtt_ms"])
             if d.jpeg:
                 name = f"task{n:02d}_decision{i}.jpg"
                 (frames / name).write_bytes(d.jpeg)
@@ -92,7 +92,8 @@ def write(out: Path, results: list[TaskResult], timing: dict, config: dict,
                           trajectory=_thin(result.trajectory)))
     summary = _summary(results, decisions)
     summary["goal"] = _goal(results, decisions)
-    live_trips = [t for d in decisions for t in trips.get(d["request_id"], ())]
+    live_trips = [t for d in decisions if d["request_id"] in recorded
+                  for t in recorded[d["request_id"]].trips]
     summary["hops"] = hops_summary = hops.summarize(live_trips, config["rtt_ms"])
     summary["split"] = _split(decisions, hops_summary)
     (out / "demo.json").write_text(json.dumps(dict(config=config, timing=timing,

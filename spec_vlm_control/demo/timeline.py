@@ -9,15 +9,24 @@ trips of its own request (a block and its final verdict), each segment in ms. Pe
 
 that is, the time no model computes and no emulated link delays. With one block in flight
 at a time (plain, early_exit) it is exact; where drafting overlaps the round trips
-(preemptive, pipelined) it counts the overlap out twice, and in cloud_led the cloud's own
-passes (its commits) are not timed: there it is left out (None). `overhead` sums the round
-trips' own overheads (hops.RoundTrip.overhead_ns): the part of `software` between the edge's
-send of a block and its receipt of the verdict.
+(preemptive, pipelined) it counts the overlap out twice. In cloud_led the cloud never waits
+for the edge: the request goes up, the cloud decodes by itself (taking the edge's blocks
+where they help) and the last commit comes down, while the edge drafts beside it. There
+
+    software = live total - one emulated round trip - the cloud's busy time on the request
+
+where the busy time sums the cloud's units of work the request took part in (hops.BUSY:
+the vision tower, its prompt chunks, steps and blocks). With one robot (the demo) nothing
+else queues on the cloud. `overhead` sums the round trips' own overheads
+(hops.RoundTrip.overhead_ns): the part of `software` between the edge's send of a block and
+its receipt of the verdict.
 """
 from __future__ import annotations
 
 import statistics
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Optional
 
 from .. import hops
 from ..core.protocol import MODE_NAMES
@@ -25,20 +34,34 @@ from ..core.protocol import MODE_NAMES
 EMULATED_LINK = "emulated link"
 
 
-def by_request(folder: Path) -> dict[int, list[hops.RoundTrip]]:
-    """The merged round trips of every request recorded in `folder` (one robot)."""
-    trips: dict[int, list[hops.RoundTrip]] = {}
-    for trip in hops.round_trips(hops.read_events(folder)):
-        trips.setdefault(trip.request, []).append(trip)
-    return trips
+@dataclass
+class RequestHops:
+    """What the hop records say of one request: its round trips, and the cloud's busy time
+    on it (None where the cloud recorded none)."""
+    trips: list[hops.RoundTrip] = field(default_factory=list)
+    busy_ns: Optional[int] = None
+
+
+def by_request(folder: Path) -> dict[int, RequestHops]:
+    """The merged round trips and busy time of every request recorded in `folder` (one
+    robot)."""
+    events = hops.read_events(folder)
+    found: dict[int, RequestHops] = {}
+    for trip in hops.round_trips(events):
+        found.setdefault(trip.request, RequestHops()).trips.append(trip)
+    for (_, request), busy in hops.busy_ns(events).items():
+        found.setdefault(request, RequestHops()).busy_ns = busy
+    return found
 
 
 def _ms(ns) -> float | None:
     return None if ns is None else round(ns / 1e6, 4)
 
 
-def decision(trips: list[hops.RoundTrip], stats: dict, rtt_ms: float) -> dict:
+def decision(recorded: Optional[RequestHops], stats: dict, rtt_ms: float) -> dict:
     """One decision's round trips (complete ones with every segment) and its split."""
+    recorded = recorded or RequestHops()
+    trips = recorded.trips
     emulated_ns = round(rtt_ms * 1e6)
     complete = [t for t in trips if t.complete]
     rows = [{"round": t.round, "missing": t.missing, "total_ms": _ms(t.total_ns),
@@ -51,10 +74,15 @@ def decision(trips: list[hops.RoundTrip], stats: dict, rtt_ms: float) -> dict:
     found = {"round_trips": rows, "complete": len(complete), "pass_ms": round(passed, 4),
              "queue_ms": round(queued, 4), "link_ms": link,
              "overhead_ms": round(sum(t.overhead_ns(emulated_ns) for t in complete) / 1e6, 4),
-             "software_ms": None}
-    if stats.get("ok") and MODE_NAMES.get(stats.get("mode")) != "cloud_led":
+             "busy_ms": _ms(recorded.busy_ns), "software_ms": None}
+    if not stats.get("ok"):
+        return found
+    if MODE_NAMES.get(stats.get("mode")) != "cloud_led":
         found["software_ms"] = round(1000 * (stats["total_s"] - stats["draft_s"]) - link
                                      - passed - queued, 4)
+    elif recorded.busy_ns is not None:
+        found["software_ms"] = round(1000 * stats["total_s"] - rtt_ms
+                                     - recorded.busy_ns / 1e6, 4)
     return found
 
 

@@ -131,6 +131,7 @@ class CloudNode(Node):
         self.hops = hops.open_log("cloud")          # off unless SPEC_VLM_HOPS is set
         if self.hops.enabled:
             self._pass_start_ns = self._free_ns = self._end_ns = 0
+            self._busy_logged: dict[tuple[str, int], tuple[object, int]] = {}
             self.verifier.work = self._timed(self.verifier.work)
         self.runner = ActorThread(self.verifier, "cloud verifier", on_error=self._on_error,
                                   max_inbox=p["max_inbox"])
@@ -160,7 +161,21 @@ class CloudNode(Node):
             self._free_ns, self._pass_start_ns = self._end_ns, time.monotonic_ns()
             work()
             self._end_ns = time.monotonic_ns()
+            self._record_busy()
         return timed_work
+
+    def _record_busy(self) -> None:
+        """The units of work each request took part in since the last call (hops.BUSY), on
+        the verifier's RealClock: time.monotonic, the clock of the hop records."""
+        sessions = self.verifier.sessions
+        for key, s in sessions.items():
+            session, logged = self._busy_logged.get(key, (s, 0))
+            for start, end in s.busy[logged if session is s else 0:]:
+                self.hops.record("busy_start", s.request, round(start * 1e9))
+                self.hops.record("busy_end", s.request, round(end * 1e9))
+            self._busy_logged[key] = (s, len(s.busy))
+        for key in self._busy_logged.keys() - sessions.keys():     # forgotten sessions
+            del self._busy_logged[key]
 
     def _send(self, message) -> None:
         if self.hops.enabled and hops.kind_of(message) == "final":
