@@ -15,12 +15,13 @@ from spec_vlm_control.demo_pair.data import SceneSpec, render
 from spec_vlm_control.sim.dataset import SceneSet
 from spec_vlm_control.sim.tasks import TWO_GOAL
 
-N_EACH = 150                # off-grid and on-grid scenes each
-TWO_GOAL_SCENES = 90        # at least, of the 300 (the mix makes every third task two-goal)
-EXIT_SCENES = 150
+N_EACH = 250                # off-grid and on-grid scenes each
+TWO_GOAL_SCENES = 160       # at least, of the 500 (the mix makes every third task two-goal)
+REFERENCE_SCENES = 200      # decoded again by Hugging Face generate
+EXIT_SCENES = 100
 # No goal is set on two-goal answers; these guard the committed pair's figures on these
-# scenes (24.0% exact, 81.0% within one step, 2026-11-28), less 2 points.
-TWO_GOAL_EXACT, TWO_GOAL_NEAR = 0.22, 0.79
+# scenes (24.0% exact, 77.8% within one step, 2026-11-28), less 2 points.
+TWO_GOAL_EXACT, TWO_GOAL_NEAR = 0.22, 0.758
 
 
 @pytest.fixture(scope="module")
@@ -67,19 +68,23 @@ def test_committed_pair_meets_the_accuracy_targets_on_fresh_scenes(pair, fresh_s
     two_goal = np.array([t == TWO_GOAL for t in ev.task_types(fresh_scenes.instructions)])
     assert two_goal.sum() >= TWO_GOAL_SCENES
     prompts = ev.prompts_for(target, fresh_scenes, idx)
-    reference = [ev.greedy(target.adapter.model, p, target.adapter.image_token_id) for p in prompts]
+    spec = ev.speculative(target, draft, prompts, exit_layer=layer, exit_adapters=adapters)
     eos = target.adapter.eos_token_ids
-    assert all(any(t in eos for t in answer) for answer in reference)  # none hits the limit
-    answers = ev.score(ev.texts_of(target, reference), fresh_scenes, idx)
+    answered = [ev.until_eos(tokens, eos) for tokens in spec["tokens"]]
+    assert all(a and a[-1] in eos for a in answered)     # none hits max_new_tokens
+    # Lossless: the engine's answers are the target's own greedy ones (Hugging Face
+    # generate), checked on the first REFERENCE_SCENES; the figures below are of the
+    # answers the robot gets.
+    for prompt, answer in zip(prompts[:REFERENCE_SCENES], answered):
+        greedy = ev.greedy(target.adapter.model, prompt, target.adapter.image_token_id)
+        assert ev.until_eos(greedy, eos) == answer
+    answers = ev.score(ev.texts_of(target, answered), fresh_scenes, idx)
     one, two = answers.exact[~two_goal].mean(), answers.exact[two_goal].mean()
     near_one, near_two = answers.near[~two_goal].mean(), answers.near[two_goal].mean()
-    print(f"one-goal exact {one:.3f}, within one step {near_one:.3f}; "
-          f"two-goal exact {two:.3f}, within one step {near_two:.3f}")
+    print(f"{two_goal.sum()} two-goal scenes of {len(idx)}; one-goal exact {one:.3f}, within "
+          f"one step {near_one:.3f}; two-goal exact {two:.3f}, within one step {near_two:.3f}")
     assert one >= 0.80 and near_one >= 0.95                  # the card's goals
     assert two >= TWO_GOAL_EXACT and near_two >= TWO_GOAL_NEAR   # as measured, less 2 points
-    spec = ev.speculative(target, draft, prompts, exit_layer=layer, exit_adapters=adapters)
-    assert all(ev.until_eos(a, eos) == ev.until_eos(b, eos)
-               for a, b in zip(spec["tokens"], reference))
     figures = ev.speculative_figures(spec, answers.texts, fresh_scenes.instructions, eos)
     acceptance = figures["stop excluded"]["acceptance"]
     print(f"acceptance without stop answers {acceptance:.3f}, "
