@@ -56,8 +56,9 @@ ACROSS_SITES = ("zenoh up", "zenoh down")
 QUEUE = "cloud queue (behind other work)"
 # Each of the cloud's units of work that a request took part in (its prompt chunks, the
 # steps it commits by itself in cloud_led and stream, the passes over its blocks), recorded
-# with its DecodeRequest: cloud-led decoding has no round trip per pass, so these are how
-# its timeline knows what the cloud spent on it.
+# with its DecodeRequest once the request has ended (again if an ending message is resent):
+# cloud-led decoding has no round trip per pass, so these are how its timeline knows what
+# the cloud spent on it.
 BUSY = (("request", "cloud.busy_start"), ("request", "cloud.busy_end"))
 
 
@@ -187,17 +188,18 @@ def round_trips(events: Iterable[dict]) -> list[RoundTrip]:
 
 
 def busy_ns(events: Iterable[dict]) -> dict[tuple[str, int], int]:
-    """Per (robot, request): the summed length of the cloud's units of work it took part in
-    (a unit's start and end are recorded in that order, one unit at a time)."""
+    """Per (robot, request): the summed length of the cloud's units of work it took part in,
+    each unit counted once (units run one at a time: a unit's start and end follow each
+    other, a unit recorded twice has the same two times)."""
     starts: dict[tuple, list[int]] = {}
-    total: dict[tuple, int] = {}
+    units: dict[tuple, set[tuple[int, int]]] = {}
     for e in sorted(events, key=lambda e: e["t_ns"]):
         point, key = (e["kind"], e["hop"]), (e["robot"], e["request"])
         if point == BUSY[0]:
             starts.setdefault(key, []).append(e["t_ns"])
         elif point == BUSY[1] and starts.get(key):
-            total[key] = total.get(key, 0) + e["t_ns"] - starts[key].pop(0)
-    return total
+            units.setdefault(key, set()).add((starts[key].pop(0), e["t_ns"]))
+    return {key: sum(end - start for start, end in found) for key, found in units.items()}
 
 
 def _quantiles_ms(values_ns: list[int]) -> dict:

@@ -131,7 +131,7 @@ class CloudNode(Node):
         self.hops = hops.open_log("cloud")          # off unless SPEC_VLM_HOPS is set
         if self.hops.enabled:
             self._pass_start_ns = self._free_ns = self._end_ns = 0
-            self._busy_logged: dict[tuple[str, int], tuple[object, int]] = {}
+            self._ended: set[tuple[str, int]] = set()   # requests whose busy time is due
             self.verifier.work = self._timed(self.verifier.work)
         self.runner = ActorThread(self.verifier, "cloud verifier", on_error=self._on_error,
                                   max_inbox=p["max_inbox"])
@@ -165,23 +165,25 @@ class CloudNode(Node):
         return timed_work
 
     def _record_busy(self) -> None:
-        """The units of work each request took part in since the last call (hops.BUSY), on
-        the verifier's RealClock: time.monotonic, the clock of the hop records."""
-        sessions = self.verifier.sessions
-        for key, s in sessions.items():
-            session, logged = self._busy_logged.get(key, (s, 0))
-            for start, end in s.busy[logged if session is s else 0:]:
+        """Every unit of work of each request that has ended since the last call (hops.BUSY),
+        once the unit that ended it is in its session's list; on the verifier's RealClock,
+        time.monotonic, the clock of the hop records."""
+        for key in self._ended:
+            s = self.verifier.sessions.get(key)
+            for start, end in s.busy if s is not None else ():
                 self.hops.record("busy_start", s.request, round(start * 1e9))
                 self.hops.record("busy_end", s.request, round(end * 1e9))
-            self._busy_logged[key] = (s, len(s.busy))
-        for key in self._busy_logged.keys() - sessions.keys():     # forgotten sessions
-            del self._busy_logged[key]
+        self._ended.clear()
 
     def _send(self, message) -> None:
-        if self.hops.enabled and hops.kind_of(message) == "final":
-            self.hops.record("free", message, self._free_ns)
-            self.hops.record("pass_start", message, self._pass_start_ns)
-            self.hops.record("pass_end", message)
+        if self.hops.enabled:
+            kind = hops.kind_of(message)
+            if kind == "final":
+                self.hops.record("free", message, self._free_ns)
+                self.hops.record("pass_start", message, self._pass_start_ns)
+                self.hops.record("pass_end", message)
+            if kind == "error" or getattr(message, "finished", False):
+                self._ended.add((message.robot_id, message.request_id))
         msg = to_ros(message)
         self.hops.record("send", message)
         self.publishers_by_type[type(message).__name__].publish(msg)
