@@ -80,7 +80,8 @@ def test_two_robots_live_every_decision_answered_as_the_target_alone(tmp_path):
     assert set(summary["per_robot"]) == {f"robot{r}" for r in range(ROBOTS)}
 
     from spec_vlm_control.fleet.workload import render
-    scenes = render(SCENES, 900)
+    from spec_vlm_control.demo.pair import open_pair
+    scenes = render(SCENES, 900, open_pair().task_mix)
     reference = target_alone(scenes, {d["scene"] for d in decisions})
     for d in decisions:
         assert d["tokens"] == reference[d["scene"]], d

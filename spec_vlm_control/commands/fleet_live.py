@@ -142,7 +142,7 @@ def run(args) -> int:
     loaded = load_checked(pair, "fp32")
     print(f"rendering {args.scenes} scenes (sampler seed {900 + args.seed})")
     workload = Workload(loaded.target, loaded.draft, list(pair.exit_layers),
-                        loaded.exit_adapters, render(args.scenes, 900 + args.seed),
+                        loaded.exit_adapters, render(args.scenes, 900 + args.seed, pair.task_mix),
                         args.block_size, pair.max_new_tokens, DraftCost(0.0, 0.0),
                         900 + args.seed, str(pair.root))
     settings = live.LiveSettings(args.robots, args.decisions, args.think_s, args.rtt_ms,

@@ -93,9 +93,9 @@ def robot_name(robot: int) -> str:
     return f"robot{robot}"
 
 
-def render(n: int, seed: int) -> list[Scene]:
-    """n scenes of the pair's held-out sampler settings from sampler seed `seed`, each frame
-    JPEG-encoded once, as the camera node sends it."""
+def render(n: int, seed: int, task_mix: str) -> list[Scene]:
+    """n scenes of the pair's held-out sampler settings and task mix (its pair.json) from
+    sampler seed `seed`, each frame JPEG-encoded once, as the camera node sends it."""
     from ..camera.frame import encode_jpeg
     from ..demo_pair.pipeline import Plan
     from ..demo_pair.vocabulary import IMAGE_SIDE
@@ -103,7 +103,7 @@ def render(n: int, seed: int) -> list[Scene]:
     from ..sim.dataset import render_scenes
     spec = Plan().heldout_off_grid
     scenes = render_scenes(n, seed, EgoCamera(width=IMAGE_SIDE, height=IMAGE_SIDE),
-                           on_grid=spec.on_grid, max_forward=spec.max_forward)
+                           on_grid=spec.on_grid, max_forward=spec.max_forward, task_mix=task_mix)
     return [Scene(scenes.instructions[i], encode_jpeg(scenes.images[i], spec.jpeg_quality),
                   scenes.answers[i]) for i in range(n)]
 
@@ -136,7 +136,7 @@ def load(models: Optional[str], scenes: int, seed: int, block_size: int,
     from ..demo.pair import load_checked, open_pair
     pair = open_pair(models)
     loaded = load_checked(pair, "fp32")
-    rendered = render(scenes, seed)
+    rendered = render(scenes, seed, pair.task_mix)
     workload = Workload(loaded.target, loaded.draft, list(pair.exit_layers),
                         loaded.exit_adapters, rendered, block_size, pair.max_new_tokens,
                         DraftCost(0.0, 0.0), seed, str(pair.root))
