@@ -1,4 +1,5 @@
-"""Robot: camera, edge (draft VLM), controller, and the robot side of the bridge.
+"""Robot: camera, edge (draft VLM), controller, and the robot side of the bridge; the edge
+and the bridge share one process (robot_site: docs/latency.md).
 
     ros2 launch spec_vlm_control robot.launch.py draft_model:=/models/draft \
         cloud_endpoint:=tls/cloud.example.com:7447

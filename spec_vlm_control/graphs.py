@@ -177,28 +177,33 @@ DEMO_EDGE = EDGE.reading(DEMO_OVERLAY)
 DEMO_VERIFIER = VERIFIER.reading(DEMO_OVERLAY, exit_adapters=EXIT_ADAPTERS)
 
 # The edge and the cloud each with its bridge in one process (colocated.py, rclpy's
-# EventsExecutor there): the fastest layout measured (docs/latency.md), not the launch
-# files' and the demo's default yet: with it, the demo's edge once refused decisions for
-# want of a fresh camera frame, which no longer reproduces (docs/latency.md).
+# EventsExecutor there): the default layout, the fastest measured (docs/latency.md). The
+# `*_separate` graphs run every node in a process of its own (a node restarted alone, one
+# node's log or profile).
 ROBOT_SITE = Colocated("robot_site", (EDGE, ROBOT_BRIDGE))
 CLOUD_SITE = Colocated("cloud_site", (VERIFIER, CLOUD_BRIDGE))
-ROBOT_GRAPH = Graph("robot", {ROBOT: (CAMERA, EDGE, CONTROLLER, ROBOT_BRIDGE)})
-CLOUD_GRAPH = Graph("cloud", {CLOUD: (VERIFIER, CLOUD_BRIDGE)})
-ROBOT_SITE_GRAPH = Graph("robot_site", {ROBOT: (CAMERA, ROBOT_SITE, CONTROLLER)})
-CLOUD_SITE_GRAPH = Graph("cloud_site", {CLOUD: (CLOUD_SITE,)})
+ROBOT_GRAPH = Graph("robot", {ROBOT: (CAMERA, ROBOT_SITE, CONTROLLER)})
+CLOUD_GRAPH = Graph("cloud", {CLOUD: (CLOUD_SITE,)})
+ROBOT_SEPARATE_GRAPH = Graph("robot_separate", {ROBOT: (CAMERA, EDGE, CONTROLLER, ROBOT_BRIDGE)})
+CLOUD_SEPARATE_GRAPH = Graph("cloud_separate", {CLOUD: (VERIFIER, CLOUD_BRIDGE)})
 REPLICA_GRAPH = Graph("cloud_replica", {CLOUD: (VERIFIER, REPLICA_BRIDGE)})
 FLEET_GRAPH = Graph("cloud_fleet", {CLOUD: (ROUTER, VERIFIER, REPLICA_BRIDGE)})
 # Everything on one laptop, in one ROS domain: no bridge.
 SIM_GRAPH = Graph("sim", {ROBOT: (SIM_WORLD, SIM_CAMERA, DEMO_EDGE, SIM_CONTROLLER,
                                   DEMO_VERIFIER)})
-# `spec-vlm demo`: the sim graph split into a robot and a cloud site joined by the bridges.
+# `spec-vlm demo`: the sim graph split into a robot and a cloud site joined by the bridges,
+# each site's model node and bridge in one process, as robot.launch.py and cloud.launch.py.
 DEMO_GRAPH = Graph("demo", {
-    ROBOT: (SIM_WORLD, SIM_CAMERA, DEMO_EDGE, SIM_CONTROLLER, ROBOT_BRIDGE.reading(DEMO_OVERLAY)),
-    CLOUD: (DEMO_VERIFIER, CLOUD_BRIDGE.reading(DEMO_OVERLAY))})
+    ROBOT: (SIM_WORLD, SIM_CAMERA,
+            Colocated(ROBOT_SITE.executable, (DEMO_EDGE, ROBOT_BRIDGE.reading(DEMO_OVERLAY))),
+            SIM_CONTROLLER),
+    CLOUD: (Colocated(CLOUD_SITE.executable,
+                      (DEMO_VERIFIER, CLOUD_BRIDGE.reading(DEMO_OVERLAY))),)})
 LAUNCHED = {"robot.launch.py": ROBOT_GRAPH, "cloud.launch.py": CLOUD_GRAPH,
             "sim.launch.py": SIM_GRAPH, "cloud_fleet.launch.py": FLEET_GRAPH,
             "cloud_replica.launch.py": REPLICA_GRAPH,
-            "robot_site.launch.py": ROBOT_SITE_GRAPH, "cloud_site.launch.py": CLOUD_SITE_GRAPH}
+            "robot_separate.launch.py": ROBOT_SEPARATE_GRAPH,
+            "cloud_separate.launch.py": CLOUD_SEPARATE_GRAPH}
 
 
 def launch_nodes(processes, config_dir: str, fill: Callable[[Arg], Any], **options) -> list:

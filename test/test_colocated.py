@@ -1,6 +1,7 @@
 """Co-located sites (graphs.Colocated, colocated.py): the edge or the cloud with its bridge
-in one process (robot_site.launch.py, cloud_site.launch.py, `spec-vlm bench-link --layouts
-site`); each node keeps its own YAML sections, order of files and parameters."""
+in one process (the default layout: robot.launch.py, cloud.launch.py, `spec-vlm demo`;
+`spec-vlm bench-link --layouts site`); each node keeps its own YAML sections, order of files
+and parameters."""
 import subprocess
 import threading
 import time
@@ -17,14 +18,15 @@ from spec_vlm_control.nodes.convert import stamp_ns
 from spec_vlm_control.processes import CONFIG, EXECUTABLES, free_port, ros_env
 
 
-def test_the_site_launch_files_put_each_model_node_with_its_bridge():
-    for graph, members in ((graphs.ROBOT_SITE_GRAPH, ["edge", "bridge"]),
-                           (graphs.CLOUD_SITE_GRAPH, ["cloud", "bridge"])):
-        (site,) = [p for p in graph.processes if isinstance(p, graphs.Colocated)]
-        assert [n.executable for n in site.members] == members
-        # the same nodes as the separate layout's launch file, in fewer processes
-        separate = {"robot_site": graphs.ROBOT_GRAPH, "cloud_site": graphs.CLOUD_GRAPH}
-        assert sorted(graph.nodes, key=repr) == sorted(separate[graph.name].nodes, key=repr)
+def test_the_launch_files_and_the_demo_put_each_model_node_with_its_bridge():
+    separate = {"robot": graphs.ROBOT_SEPARATE_GRAPH, "cloud": graphs.CLOUD_SEPARATE_GRAPH}
+    for graph, sites in ((graphs.ROBOT_GRAPH, [["edge", "bridge"]]),
+                         (graphs.CLOUD_GRAPH, [["cloud", "bridge"]]),
+                         (graphs.DEMO_GRAPH, [["edge", "bridge"], ["cloud", "bridge"]])):
+        assert [[n.executable for n in p.members] for p in graph.processes
+                if isinstance(p, graphs.Colocated)] == sites
+        if graph.name in separate:   # the same nodes as the separate layout's, fewer processes
+            assert sorted(graph.nodes, key=repr) == sorted(separate[graph.name].nodes, key=repr)
     assert graphs.CLOUD_SITE.respawn                        # the verifier's respawn, kept
 
 
@@ -61,6 +63,19 @@ def test_a_site_that_cannot_build_a_node_says_why_in_one_line_and_exits_1(domain
     assert "robot bridge: peer" in run.stdout + run.stderr      # the bridge was up
     (error,) = [line for line in run.stderr.splitlines() if "error:" in line]
     assert error == "robot_site: error: parameter 'model' is required (the draft model)"
+
+
+@pytest.mark.slow
+def test_a_site_with_a_bad_switch_interval_says_so_in_one_line_and_exits_1(domain_id):
+    run = subprocess.run(
+        [str(EXECUTABLES / "cloud_site"), "--ros-args",
+         "--params-file", str(CONFIG / "cloud.yaml"),
+         "--params-file", str(CONFIG / "bridge_cloud.yaml")],
+        env={**ros_env(domain_id), "SPEC_VLM_SWITCH_INTERVAL_MS": "fast"},
+        capture_output=True, text=True, timeout=120)
+    assert run.returncode == 1, run.stdout[-2000:] + run.stderr[-2000:]
+    assert run.stderr.strip() == ("cloud_site: error: SPEC_VLM_SWITCH_INTERVAL_MS: 'fast' is "
+                                  "not a number of milliseconds")
 
 
 @pytest.mark.slow

@@ -14,8 +14,9 @@ edge send of the block) - emulated round trip - the cloud's pass - the block's w
 the cloud's other work (its request's prefill). Reports its median and p95 and each hop's,
 in a JSON file and a PNG beside it, for each layout of --layouts (`separate`: four node
 processes; `site`: the edge with the robot's bridge and the cloud with its bridge, two
-processes, colocated.py) and each ROS executor of --executors (nodes/common.py,
-SPEC_VLM_EXECUTOR), one graph after the other in the same run: a before and an after.
+processes, colocated.py), each ROS executor of --executors (nodes/common.py,
+SPEC_VLM_EXECUTOR) and each GIL switch interval of --switch-intervals (SPEC_VLM_SWITCH_
+INTERVAL_MS), one graph after the other in the same run: a before and an after.
 """
 from __future__ import annotations
 
@@ -33,6 +34,7 @@ from pathlib import Path
 from ..busy_cpu import BusyCpu
 from ..core.user_errors import UserError, blame
 from ..hops import QUEUE
+from .. import switch_interval
 from . import count, number
 
 EDGE_LED = ("plain", "early_exit", "preemptive")    # one block in flight: clean round trips
@@ -62,6 +64,9 @@ def configure(parser) -> None:
                         help="process layouts to compare, in this order: separate (edge, "
                              "bridges, cloud: four processes), site (edge + robot bridge, "
                              "cloud + cloud bridge: two processes)")
+    parser.add_argument("--switch-intervals", default=None, metavar="MS,...",
+                        help="the node processes' GIL switch intervals to compare, in ms "
+                             f"(default: the nodes' own, {switch_interval.DEFAULT_MS:g})")
     parser.add_argument("--no-busy-cpu", action="store_true",
                         help="do not run the busy-CPU helper (a caller runs its own)")
 
@@ -80,7 +85,9 @@ def run(args) -> int:
     wanted = 10 if args.quick else args.round_trips
     executors = choices("--executors", args.executors, EXECUTORS)
     layouts = choices("--layouts", args.layouts, LAYOUTS)
-    config = {"layouts": layouts, "executors": executors, "round_trips": wanted,
+    intervals = switch_intervals(args.switch_intervals)
+    config = {"layouts": layouts, "executors": executors, "switch_intervals_ms": intervals,
+              "round_trips": wanted,
               "rtt_ms": args.rtt_ms,
               "mode": args.mode, "block_size": args.block_size, "models": str(pair.root),
               "busy_cpu": not args.no_busy_cpu, "warm_up_decisions": WARM_UP_DECISIONS}
@@ -88,11 +95,10 @@ def run(args) -> int:
     variants = {}
     try:
         cpu.keep_awake(not args.no_busy_cpu)
-        for layout, executor in itertools.product(layouts, executors):
-            name = f"{layout} {executor}"
+        for name, layout, executor, interval in variant_names(layouts, executors, intervals):
             print(f"{name}: starting the graph (edge, bridges, cloud)")
-            variants[name] = measure(pair, args, out / f"{layout}-{executor}", wanted,
-                                     executor, layout)
+            variants[name] = measure(pair, args, out / name.replace(" ", "-"), wanted,
+                                     executor, layout, interval)
     except (RuntimeError, TimeoutError) as error:
         print(f"spec-vlm bench-link: the graph failed: {error}\nnode logs: {out}/*/logs",
               file=sys.stderr)
@@ -114,6 +120,24 @@ def choices(option: str, given: str, allowed: tuple) -> list[str]:
     return chosen
 
 
+def switch_intervals(given) -> list[float]:
+    if given is None:
+        return [switch_interval.DEFAULT_MS]
+    try:
+        return [switch_interval.milliseconds(v) for v in given.split(",") if v] or \
+            [switch_interval.milliseconds("")]
+    except ValueError as error:
+        raise UserError(f"--switch-intervals {given!r}: {error}") from None
+
+
+def variant_names(layouts, executors, intervals) -> list[tuple[str, str, str, float]]:
+    """(name, layout, executor, switch interval) of every variant, in the order run; the
+    interval is named only when several are compared."""
+    return [(f"{layout} {executor}" + (f" {ms:g} ms" if len(intervals) > 1 else ""),
+             layout, executor, ms)
+            for layout, executor, ms in itertools.product(layouts, executors, intervals)]
+
+
 def scenes(n: int = 8) -> list[tuple[bytes, str]]:
     """(JPEG, instruction) of `n` fresh scenes of the simulated world, rendered here once."""
     from ..camera.frame import encode_jpeg
@@ -123,9 +147,10 @@ def scenes(n: int = 8) -> list[tuple[bytes, str]]:
             for s in (sampler.sample() for _ in range(n))]
 
 
-def measure(pair, args, out: Path, wanted: int, executor: str, layout: str) -> dict:
-    """Start the graph in `layout` with the hop timeline on and `executor` in every node,
-    decide until `wanted` round trips are measured, stop it; the merged timeline's
+def measure(pair, args, out: Path, wanted: int, executor: str, layout: str,
+            interval_ms: float) -> dict:
+    """Start the graph in `layout` with the hop timeline on, `executor` and the GIL switch
+    interval `interval_ms` in every node, decide until `wanted` round trips are measured, stop it; the merged timeline's
     summary."""
     from .. import hops
     from ..nodes.common import EXECUTOR_ENV
@@ -134,7 +159,8 @@ def measure(pair, args, out: Path, wanted: int, executor: str, layout: str) -> d
         if old.exists():
             shutil.rmtree(old)
     (out / "logs").mkdir(parents=True)
-    settings = {hops.ENV: str(hop_dir), EXECUTOR_ENV: executor}
+    settings = {hops.ENV: str(hop_dir), EXECUTOR_ENV: executor,
+                switch_interval.ENV: f"{interval_ms:g}"}
     os.environ.update(settings)                     # the node processes inherit them
     try:
         with contextlib.ExitStack() as stack:

@@ -1,6 +1,7 @@
 """The demo's ROS graph (graphs.DEMO_GRAPH), as on a robot and a server: sim world, camera,
 edge and controller in the robot's domain; the cloud in its own; the two joined only by the
-bridge (zenoh on loopback) with an emulated link. Every node is its installed executable
+bridge (zenoh on loopback) with an emulated link, each site's bridge in one process with its
+model node, as the launch files run them. Every node is its installed executable
 with its config/ YAML and the demo overlay (config/demo.yaml), the same files the launch
 files read; only the models and the command line's choices are set here."""
 from __future__ import annotations
@@ -40,9 +41,9 @@ def settings(first_seed: int, mode: Optional[str] = None, block_size: Optional[i
 
 
 def check_installed() -> None:
-    missing = sorted({n.executable for n in DEMO_GRAPH.nodes
-                      if not (EXECUTABLES / n.executable).exists()})
-    if missing or not all((CONFIG / f).exists() for n in DEMO_GRAPH.nodes for f in n.files):
+    missing = sorted({p.executable for p in DEMO_GRAPH.processes
+                      if not (EXECUTABLES / p.executable).exists()})
+    if missing or not all((CONFIG / f).exists() for p in DEMO_GRAPH.processes for f in p.files):
         raise FileNotFoundError(f"the node executables ({', '.join(missing) or 'config'}) are "
                                 f"not installed under {EXECUTABLES.parent.parent}: run "
                                 "`tools/dev setup` (or `tools/dev demo`)")

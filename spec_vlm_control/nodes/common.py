@@ -23,6 +23,7 @@ from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
 from rclpy.signals import SignalHandlerOptions
 
+from spec_vlm_control.switch_interval import switch_interval_s
 from spec_vlm_control.topics import PROTOCOL_DEPTH
 
 PROTOCOL_QOS = QoSProfile(depth=PROTOCOL_DEPTH, reliability=ReliabilityPolicy.RELIABLE)
@@ -146,6 +147,7 @@ def spin_nodes(makers: Sequence[Callable[[], Node]], args=None, threads: int = 2
     nodes: list[Node] = []
     try:
         try:
+            sys.setswitchinterval(switch_interval_s())
             for make_node in makers:
                 nodes.append(make_node())
         except (ValueError, OSError) as exc:

@@ -1,5 +1,7 @@
 """Building blocks of the launch_testing tests: the package's installed executables with the
-installed config/*.yaml (what robot.launch.py and cloud.launch.py start), tiny checkpoints
+installed config/*.yaml (the nodes robot.launch.py and cloud.launch.py start, each in a
+process of its own as robot_separate.launch.py and cloud_separate.launch.py run them, so
+that a test sets each node's parameters and restarts the verifier alone), tiny checkpoints
 on disk, and a probe that plays camera and operator in one ROS domain."""
 import os
 import sys
