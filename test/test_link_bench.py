@@ -27,11 +27,34 @@ def test_a_short_link_benchmark_records_every_hop_of_every_round_trip_in_both_la
     assert list(report["variants"]) == ["separate multi", "site multi"]
     for variant in report["variants"].values():
         check_variant(variant)
+    # the regime model predicts each live decision (spec-vlm plan --validate-live)
+    plan = subprocess.run([sys.executable, "-m", "spec_vlm_control.cli", "plan",
+                           "--validate-live", str(out), "--seeds", "1",
+                           "--out", str(tmp_path / "plan")],
+                          capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    assert plan.returncode == 0, plan.stdout[-2000:] + plan.stderr[-3000:]
+    check_validation(json.loads((tmp_path / "plan" / "validation_live.json").read_text()),
+                     report)
     # co-located: one process per site (the hop logs are <site>-<pid>.jsonl)
     for layout, processes in (("separate", 4), ("site", 2)):
         hop_logs = (out / f"{layout}-multi" / "hops").glob("*.jsonl")
         pids = {path.stem.rsplit("-", 1)[1] for path in hop_logs}
         assert len(pids) == processes, layout
+
+
+def check_validation(validation, report):
+    assert validation["config"]["mode"] == "plain" and validation["config"]["rtt_ms"] == 10.0
+    assert list(validation["variants"]) == list(report["variants"])
+    for name, v in validation["variants"].items():
+        records = report["variants"][name]["decision_records"]
+        assert v["decisions"] == len(records) == len(v["rows"]) >= 1
+        for row, record in zip(v["rows"], records):
+            assert row["measured_s"] == pytest.approx(record["total_s"])
+            assert row["tokens"] == record["tokens"] and row["predicted_s"] > 0
+            # the prediction charges at least the emulated round trip
+            assert row["predicted_s"] >= 0.010
+        assert v["error"] == pytest.approx(v["predicted_s"] / v["measured_s"] - 1.0)
+        assert v["predicted_with_overhead_s"] >= v["predicted_s"]
 
 
 def check_variant(variant):

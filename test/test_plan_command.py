@@ -73,3 +73,13 @@ def test_a_probability_out_of_range_is_a_usage_error(tmp_path):
     with pytest.raises(SystemExit) as stop:
         main(["plan", "--out", str(tmp_path), "--acceptance", "1.5"])
     assert stop.value.code == 2
+
+
+@pytest.mark.parametrize("k", [1, 2, 4])
+def test_a_live_decisions_acceptance_is_the_coin_that_accepts_as_many_per_round(k):
+    from spec_vlm_control.commands.plan import acceptance_of
+    for p in (0.0, 0.3, 0.62, 0.9, 1.0):
+        assert acceptance_of(sum(p ** i for i in range(1, k + 1)), k) == pytest.approx(p,
+                                                                                     abs=1e-6)
+    assert acceptance_of(k, k) == pytest.approx(1.0)
+    assert acceptance_of(0.0, k) == pytest.approx(0.0, abs=1e-9)

@@ -176,7 +176,7 @@ def measure(pair, args, out: Path, wanted: int, executor: str, layout: str,
     summary = hops.summarize(trips, args.rtt_ms)
     emulated_ns = round(args.rtt_ms * 1e6)
     return {"decisions": decisions["count"], "failed_decisions": decisions["failed"],
-            "summary": summary,
+            "decision_records": decisions["records"], "summary": summary,
             "round_trip_records": [
                 {"request": t.request, "round": t.round, "missing": t.missing,
                  "overhead_ms": None if not t.complete else t.overhead_ns(emulated_ns) / 1e6,
@@ -243,6 +243,7 @@ def _decide(robot, wanted: int) -> dict:
     pictures = scenes()
     rounds = failed = decisions = 0
     measured_from = None
+    measured = []                                 # per measured decision: scene and stats
     with tqdm(total=wanted, desc="round trips", unit="round trip") as bar:
         while rounds < wanted:
             if decisions == WARM_UP_DECISIONS:
@@ -265,8 +266,13 @@ def _decide(robot, wanted: int) -> dict:
             elif measured_from is not None:
                 rounds += result.rounds
                 bar.update(min(result.rounds, wanted - bar.n))
+                measured.append({"scene": (decisions - 1) % len(pictures),
+                                 "tokens": result.tokens, "rounds": result.rounds,
+                                 "mean_accepted_per_round": result.mean_accepted_per_round,
+                                 "target_passes": result.target_passes,
+                                 "total_s": result.total_s})
     return {"count": decisions - WARM_UP_DECISIONS, "failed": failed,
-            "measured_from_ns": measured_from}
+            "measured_from_ns": measured_from, "records": measured}
 
 
 def machine() -> dict:

@@ -5,7 +5,9 @@ wins over round trip x target pass time.
 The prediction runs the core's own engine in virtual time on a cost model (core/regimes.py):
 the real edge and cloud code, stand-in models whose draft acceptance and exit hit rate are
 the given probabilities. `--validate` checks it against `--clock measured` runs of bench's
-model pair (agreement 0.7, RTT 10 and 120 ms) with costs calibrated on this machine.
+model pair (agreement 0.7, RTT 10 and 120 ms) with costs calibrated on this machine;
+`--validate-live DIR` against the live decisions of a `spec-vlm bench-link` run (the demo
+pair through the edge, both bridges and the cloud as processes).
 """
 from __future__ import annotations
 
@@ -20,6 +22,7 @@ from . import count, number
 MS = 1000.0
 VALIDATION_RTTS_MS = (10.0, 120.0)
 VALIDATION_AGREEMENT = 0.7
+LIVE_SEED_FACTOR = 4        # --validate-live runs this many times --seeds per decision
 
 
 def _ms_list(text: str) -> list[float]:
@@ -61,6 +64,9 @@ def configure(parser) -> None:
     parser.add_argument("--validate", action="store_true",
                         help="instead: predict vs measure bench's pair (agreement 0.7, "
                              "RTT 10 and 120 ms; slow, real models)")
+    parser.add_argument("--validate-live", default=None, metavar="DIR",
+                        help="instead: predict each live decision of the `spec-vlm "
+                             "bench-link` run in DIR (its link_bench.json) and compare")
 
 
 def regime(args):
@@ -229,6 +235,154 @@ def validate(args) -> dict:
     return dict(config=config, rows=rows)
 
 
+def acceptance_of(mean_accepted: float, k: int) -> float:
+    """The per-position agreement p whose rounds accept `mean_accepted` drafts on average
+    (p + p^2 + ... + p^k: a round stops at the first disagreement), by bisection."""
+    low, high = 0.0, 1.0
+    for _ in range(40):
+        mid = (low + high) / 2
+        if sum(mid ** i for i in range(1, k + 1)) < mean_accepted:
+            low = mid
+        else:
+            high = mid
+    return (low + high) / 2
+
+
+def calibrate_pair(loaded, exit_layer: int, requests: list, k: int, repeats: int = 30) -> dict:
+    """A loaded model pair's costs on this machine, one thread: `calibrate`'s verification
+    pass and draft step on the first request's prompt, and each request's prefill on both
+    sides (its image through the vision tower included; on the cloud's side also building
+    the prompt from the request's bytes, which the cloud does after receiving it and the
+    edge before it sends), fast-half medians."""
+    import time
+    from ..core.prompts import request_prompt
+    from ..core.sequence import Sequence
+    from .bench import _fast_median
+    target, draft = loaded.target.adapter, loaded.draft.adapter
+
+    def timed(job) -> float:
+        times = []
+        for _ in range(max(3, repeats // 3)):
+            t0 = time.perf_counter()
+            job()
+            times.append(time.perf_counter() - t0)
+        return _fast_median(times)
+    prompts = [request_prompt(loaded.target.prompts, r) for r in requests]
+    costs = calibrate(target, draft, prompts[0], exit_layer % target.num_layers, k, repeats)
+    return dict(costs=costs,
+                target_prefill_s=[timed(lambda: Sequence(target, request_prompt(
+                    loaded.target.prompts, r))) for r in requests],
+                draft_prefill_s=[timed(lambda: Sequence(draft, p)) for p in prompts],
+                positions=[int(p.input_ids.shape[1]) for p in prompts])
+
+
+def validate_live(args) -> dict:
+    """Each measured decision of a `spec-vlm bench-link` run predicted by the cost model:
+    the pair's costs calibrated here, the decision's own answer length and acceptance (from
+    its RequestStats), the bench's mode, k and round trip; per variant the median predicted
+    and measured decision time and their error, and each decision's error."""
+    from ..core.protocol import DecodeRequest
+    from ..core.regimes import Regime
+    from ..core.regimes import run as run_regime
+    from ..core.user_errors import UserError, blame
+    from ..demo.pair import load_checked, open_pair
+    from .link_bench import scenes
+    path = Path(args.validate_live) / "link_bench.json"
+    with blame(f"--validate-live {args.validate_live}"):
+        report = json.loads(path.read_text())
+    config = report["config"]
+    if config["mode"] not in ("plain", "early_exit", "preemptive"):
+        raise UserError(f"{path}: mode {config['mode']!r} has no live validation")
+    pair = open_pair(config["models"])
+    loaded = load_checked(pair, "fp32")
+    requests = [DecodeRequest("robot", 1, instruction=text, image_data=jpeg,
+                              image_format="jpeg") for jpeg, text in scenes()]
+    k, rtt_s = config["block_size"], config["rtt_ms"] / MS
+    calibration = calibrate_pair(loaded, (pair.exit_layers or [-1])[0], requests, k)
+    costs = calibration["costs"]
+    variants = {}
+    cache: dict = {}
+    for name, variant in report["variants"].items():
+        rows = []
+        for d in variant.get("decision_records", []):
+            scene = d["scene"]
+            # the prompt's measured prefill, as the positions the cost model charges for it
+            positions = max(1, round((calibration["target_prefill_s"][scene] - costs.target_pass)
+                                     / max(costs.target_token, 1e-9)))
+            draft_per_position = max(0.0, (calibration["draft_prefill_s"][scene]
+                                           - costs.draft_pass) / max(1, positions - 1))
+            regime = Regime(draft_s=costs.draft_pass - draft_per_position,
+                            pass_s=costs.target_pass, per_position_s=costs.target_token,
+                            rtt_s=rtt_s, acceptance=acceptance_of(
+                                d["mean_accepted_per_round"], k),
+                            exit_hit=1.0, k=k, tokens=d["tokens"], prompt_positions=positions,
+                            draft_per_position_s=draft_per_position)
+            if regime not in cache:
+                cache[regime] = [run_regime(regime, config["mode"], seed)
+                                 for seed in range(args.seeds * LIVE_SEED_FACTOR)]
+            runs = cache[regime]
+            # acceptance is a coin per position: keep the seeds whose pattern took the
+            # decision's own number of rounds (all of them if none did)
+            same = [r for r in runs if r.rounds == d["rounds"]] or runs
+            rows.append(dict(scene=scene, tokens=d["tokens"], rounds=d["rounds"],
+                             acceptance=regime.acceptance,
+                             predicted_s=statistics.median(r.total_s for r in same),
+                             same_rounds=len(same) < len(runs) or runs[0].rounds == d["rounds"],
+                             measured_s=d["total_s"]))
+        if not rows:
+            continue
+        overhead_s = variant["summary"]["overhead"]["median_ms"] / MS
+        predicted = statistics.median(r["predicted_s"] for r in rows)
+        # the software's own time, which the cost model leaves out: the bench's measured
+        # overhead per round trip, once per round the decision took
+        with_overhead = statistics.median(r["predicted_s"] + overhead_s * r["rounds"]
+                                          for r in rows)
+        measured = statistics.median(r["measured_s"] for r in rows)
+        errors = sorted(r["predicted_s"] / r["measured_s"] - 1.0 for r in rows)
+        variants[name] = dict(decisions=len(rows), predicted_s=predicted, measured_s=measured,
+                              error=predicted / measured - 1.0,
+                              predicted_with_overhead_s=with_overhead,
+                              error_with_overhead=with_overhead / measured - 1.0,
+                              same_rounds=sum(r["same_rounds"] for r in rows) / len(rows),
+                              decision_error_median=statistics.median(errors),
+                              decision_error_p5_p95=[errors[int(0.05 * (len(errors) - 1))],
+                                                     errors[int(0.95 * (len(errors) - 1))]],
+                              overhead_per_round_trip_ms=MS * overhead_s,
+                              # the target pass live (hop timeline) against the calibrated
+                              # cost of a block of k, the positions a plain round verifies
+                              live_pass_ms=variant["summary"]["pass"]["median_ms"],
+                              calibrated_pass_ms=MS * (costs.target_pass
+                                                       + costs.target_token * (k + 1)),
+                              rows=rows)
+    if not variants:
+        raise UserError(f"{path}: no per-decision records (a bench-link run of an older "
+                        "version?)")
+    return dict(config=dict(link_bench=str(path), mode=config["mode"], k=k,
+                            rtt_ms=config["rtt_ms"], models=config["models"],
+                            seeds=args.seeds, threads=1, cpus=os.cpu_count(),
+                            load=os.getloadavg(),
+                            calibration=dict(asdict(costs), **{
+                                key: calibration[key] for key in
+                                ("target_prefill_s", "draft_prefill_s", "positions")})),
+                variants=variants)
+
+
+def print_validation_live(result: dict) -> None:
+    c = result["config"]
+    print(f"live decisions of {c['link_bench']} ({c['mode']}, k = {c['k']}, "
+          f"{c['rtt_ms']:g} ms round trip), ms per decision, medians:")
+    print(f"{'variant':20s} {'n':>4s} {'predicted':>9s} {'measured':>9s} {'error':>7s} "
+          f"{'+ overhead':>10s} {'error':>7s} {'same rounds':>11s} "
+          f"{'per decision (p5..p95)':>24s}")
+    for name, v in result["variants"].items():
+        low, high = v["decision_error_p5_p95"]
+        print(f"{name:20s} {v['decisions']:4d} {MS * v['predicted_s']:9.1f} "
+              f"{MS * v['measured_s']:9.1f} {100 * v['error']:+6.1f}% "
+              f"{MS * v['predicted_with_overhead_s']:10.1f} "
+              f"{100 * v['error_with_overhead']:+6.1f}% {100 * v['same_rounds']:10.0f}% "
+              f"{100 * v['decision_error_median']:+7.1f}% ({100 * low:+.0f}..{100 * high:+.0f}%)")
+
+
 def print_validation(result: dict) -> None:
     print(f"{'rtt ms':>6s} {'mode':11s} {'predicted':>9s} {'measured':>9s} {'error':>7s} "
           f"{'engine':>7s}")
@@ -242,6 +396,12 @@ def run(args) -> int:
     torch.set_num_threads(1)     # tiny tensors: thread wake-ups would cost more than the math
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
+    if args.validate_live:
+        result = validate_live(args)
+        (out / "validation_live.json").write_text(json.dumps(result, indent=2))
+        print_validation_live(result)
+        print(f"wrote {out / 'validation_live.json'}")
+        return 0
     if args.validate:
         result = validate(args)
         (out / "validation.json").write_text(json.dumps(result, indent=2))
