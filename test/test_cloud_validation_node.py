@@ -1,4 +1,5 @@
-"""The installed cloud node answers crash inputs over ROS and keeps serving: the same process
+"""The installed cloud node answers crash inputs over ROS and keeps serving, alone and in the
+`cloud_site` process with its bridge (the launch files' layout): the same process
 (same PID) refuses a garbage image and an out-of-vocabulary block with DecodeError
 BAD_REQUEST within a bound, then decodes a good request exactly as the target alone does.
 A bad parameter (an exit layer beyond the model) ends it at startup with one line."""
@@ -10,7 +11,7 @@ import time
 import pytest
 from tiny_models import INSTRUCTION, jpeg_frame, reference_greedy, save_tiny_vlm
 
-from spec_vlm_control import topics
+from spec_vlm_control import graphs, topics
 from spec_vlm_control.core.models.loading import load_model
 from spec_vlm_control.core.prefix import prefix_hash
 from spec_vlm_control.core.protocol import (MODES, DecodeError, DecodeRequest, DecodingParams,
@@ -21,6 +22,7 @@ from spec_vlm_control.msg import DecodeRequest as DecodeRequestMsg
 from spec_vlm_control.msg import DraftBlock as DraftBlockMsg
 from spec_vlm_control.nodes.common import PROTOCOL_QOS
 from spec_vlm_control.nodes.convert import to_ros
+from spec_vlm_control.processes import free_port
 
 MAX_NEW_TOKENS = 8
 ANSWER_BOUND_S = 0.5
@@ -31,10 +33,17 @@ def tiny_target(tmp_path_factory):
     return save_tiny_vlm(tmp_path_factory.mktemp("target"), seed=3)
 
 
-def test_cloud_node_answers_crash_inputs_and_keeps_serving(cloud_graph, config_dir, tiny_target):
+@pytest.mark.parametrize("site", [False, True], ids=["alone", "cloud_site"])
+def test_cloud_node_answers_crash_inputs_and_keeps_serving(cloud_graph, config_dir, tiny_target,
+                                                           site):
     graph = cloud_graph
-    cloud = graph.start("cloud", config_dir / "cloud.yaml",
-                        params={"model": str(tiny_target), "dtype": "fp64"})
+    if site:
+        cloud = graph.start_node(graphs.CLOUD_SITE, {
+            "target_model": str(tiny_target), "listen_endpoint": f"tcp/127.0.0.1:{free_port()}"},
+            {"cloud": {"dtype": "fp64"}}, config_dir=config_dir, timeout=60)
+    else:
+        cloud = graph.start("cloud", config_dir / "cloud.yaml",
+                            params={"model": str(tiny_target), "dtype": "fp64"})
     graph.wait_for_log(cloud, "ready:")
     pid = cloud.popen.pid
     loaded = load_model(str(tiny_target), dtype="fp64")

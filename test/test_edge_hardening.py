@@ -16,11 +16,12 @@ from sensor_msgs.msg import CompressedImage
 from std_msgs.msg import Bool, String
 from tiny_models import INSTRUCTION, jpeg_frame, save_tiny_vlm
 
-from spec_vlm_control import topics
+from spec_vlm_control import graphs, topics
 from spec_vlm_control.core.prefix import prefix_hash
 from spec_vlm_control.msg import (CommittedTokens, DecodeRequest, PlanStatus, RequestStats,
                                   VerifiedTokens)
 from spec_vlm_control.nodes.common import LATCHED_QOS, PROTOCOL_QOS, SENSOR_QOS
+from spec_vlm_control.processes import free_port
 
 MAX_IMAGE_BYTES = 20_000
 
@@ -108,13 +109,23 @@ class Site:
             self._camera.join()
 
 
-def test_the_edge_survives_bad_frames_and_ends_every_plan(ros_graph, config_dir, tiny_target):
+@pytest.mark.parametrize("colocated", [False, True], ids=["alone", "robot_site"])
+def test_the_edge_survives_bad_frames_and_ends_every_plan(ros_graph, config_dir, tiny_target,
+                                                          colocated):
+    """The edge alone, and in the `robot_site` process with its bridge (the launch files'
+    layout; the bridge has no cloud to reach, the cloud shares the edge's domain)."""
     site = Site(ros_graph)
     model = {"model": str(tiny_target), "dtype": "fp64"}
+    edge_params = {"mode": "plain", "block_size": 2, "max_new_tokens": MAX_NEW_TOKENS,
+                   "max_frame_age_at_decision_s": 5.0, "max_image_bytes": MAX_IMAGE_BYTES}
     # Started side by side; the cloud is paused (SIGSTOP) until the last part.
-    edge = ros_graph.start("edge", config_dir / "edge.yaml", wait=False, params={
-        **model, "mode": "plain", "block_size": 2, "max_new_tokens": MAX_NEW_TOKENS,
-        "max_frame_age_at_decision_s": 5.0, "max_image_bytes": MAX_IMAGE_BYTES})
+    if colocated:
+        edge = ros_graph.start_node(graphs.ROBOT_SITE, {
+            "draft_model": str(tiny_target), "cloud_endpoint": f"tcp/127.0.0.1:{free_port()}"},
+            {"edge": {"dtype": "fp64", **edge_params}}, config_dir=config_dir, wait=False)
+    else:
+        edge = ros_graph.start("edge", config_dir / "edge.yaml", wait=False,
+                               params={**model, **edge_params})
     cloud = ros_graph.start("cloud", config_dir / "cloud.yaml", params=model, wait=False)
     ros_graph.start("controller", config_dir / "controller.yaml", wait=False)
     ros_graph.wait_for_log(cloud, "ready:")
