@@ -323,12 +323,11 @@ def validate_live(args) -> dict:
             runs = cache[regime]
             # acceptance is a coin per position: keep the seeds whose pattern took the
             # decision's own number of rounds (all of them if none did)
-            same = [r for r in runs if r.rounds == d["rounds"]] or runs
+            matched = [r for r in runs if r.rounds == d["rounds"]]
             rows.append(dict(scene=scene, tokens=d["tokens"], rounds=d["rounds"],
                              acceptance=regime.acceptance,
-                             predicted_s=statistics.median(r.total_s for r in same),
-                             same_rounds=len(same) < len(runs) or runs[0].rounds == d["rounds"],
-                             measured_s=d["total_s"]))
+                             predicted_s=statistics.median(r.total_s for r in matched or runs),
+                             same_rounds=bool(matched), measured_s=d["total_s"]))
         if not rows:
             continue
         overhead_s = variant["summary"]["overhead"]["median_ms"] / MS

@@ -53,7 +53,7 @@ class Regime:
     tokens: int = 8
     exit_fraction: float = 0.5
     prompt_positions: int = 24
-    draft_per_position_s: float = 0.0     # the draft's prefill: draft_s + this x positions
+    draft_per_position_s: float = 0.0     # a draft pass: draft_s + this x positions fed
 
     def costs(self) -> Costs:
         return Costs(target_pass=self.pass_s, target_token=self.per_position_s,
@@ -139,7 +139,7 @@ def run(regime: Regime, mode: str, seed: int, measured: bool = False):
 def predict(regime: Regime, seeds: Iterable[int] = range(5),
             modes: Iterable[str] = MODES + BASELINES) -> dict[str, dict]:
     """Per mode: medians over seeds of time per decision and per token, target passes per
-    token, rounds, accepted tokens per round and the early-verdict hit rate."""
+    token, accepted tokens per round and the early-verdict hit rate."""
     result = {}
     for mode in modes:
         stats = [run(regime, mode, seed) for seed in seeds]
@@ -148,7 +148,6 @@ def predict(regime: Regime, seeds: Iterable[int] = range(5),
                             token_s=med(lambda s: s.time_per_token_s),
                             ttft_s=med(lambda s: s.time_to_first_token_s),
                             passes_per_token=med(lambda s: s.target_passes_per_token),
-                            rounds=med(lambda s: s.rounds),
                             accepted_per_round=med(lambda s: s.mean_accepted_per_round),
                             early_hit_rate=med(lambda s: s.early_hit_rate))
     return result
