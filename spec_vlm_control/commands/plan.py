@@ -395,18 +395,16 @@ def run(args) -> int:
     torch.set_num_threads(1)     # tiny tensors: thread wake-ups would cost more than the math
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    if args.validate_live:
-        result = validate_live(args)
-        (out / "validation_live.json").write_text(json.dumps(result, indent=2))
-        print_validation_live(result)
-        print(f"wrote {out / 'validation_live.json'}")
-        return 0
-    if args.validate:
-        result = validate(args)
-        (out / "validation.json").write_text(json.dumps(result, indent=2))
-        print_validation(result)
-        print(f"wrote {out / 'validation.json'}")
-        return 0
+    for wanted, check, show, name in ((args.validate_live, validate_live,
+                                       print_validation_live, "validation_live.json"),
+                                      (args.validate, validate, print_validation,
+                                       "validation.json")):
+        if wanted:
+            result = check(args)
+            (out / name).write_text(json.dumps(result, indent=2))
+            show(result)
+            print(f"wrote {out / name}")
+            return 0
     from ..core.regimes import predict
     base = regime(args)
     prediction = predict(base, range(args.seeds))
