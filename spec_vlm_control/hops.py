@@ -190,16 +190,22 @@ def round_trips(events: Iterable[dict]) -> list[RoundTrip]:
 def busy_ns(events: Iterable[dict]) -> dict[tuple[str, int], int]:
     """Per (robot, request): the summed length of the cloud's units of work it took part in,
     each unit counted once (units run one at a time: a unit's start and end follow each
-    other, a unit recorded twice has the same two times)."""
+    other, a unit recorded twice has the same two times) and only up to the cloud's last
+    message of the request: what a unit does after that (other sessions' rows, its
+    bookkeeping, its thread waiting for a core) is off the request's path."""
     starts: dict[tuple, list[int]] = {}
     units: dict[tuple, set[tuple[int, int]]] = {}
+    last_send: dict[tuple, int] = {}
     for e in sorted(events, key=lambda e: e["t_ns"]):
         point, key = (e["kind"], e["hop"]), (e["robot"], e["request"])
         if point == BUSY[0]:
             starts.setdefault(key, []).append(e["t_ns"])
         elif point == BUSY[1] and starts.get(key):
             units.setdefault(key, set()).add((starts[key].pop(0), e["t_ns"]))
-    return {key: sum(end - start for start, end in found) for key, found in units.items()}
+        elif e["hop"] == "cloud.send":
+            last_send[key] = e["t_ns"]
+    return {key: sum(max(0, min(end, last_send.get(key, end)) - start) for start, end in found)
+            for key, found in units.items()}
 
 
 def _quantiles_ms(values_ns: list[int]) -> dict:

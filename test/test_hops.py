@@ -150,3 +150,18 @@ def test_the_clouds_busy_time_per_request_sums_its_units_of_work(tmp_path):
     found = timeline.decision(recorded[7], stats, rtt_ms=50.0)
     assert found["busy_ms"] == 8.0 and found["software_ms"] == 100.0 - 50.0 - 8.0
     assert timeline.decision(None, stats, rtt_ms=50.0)["software_ms"] is None  # not recorded
+
+
+def test_a_units_work_after_the_requests_last_message_is_off_its_path(tmp_path):
+    """A unit that sent the request's last chunk and went on (other sessions' rows, its
+    bookkeeping, a thread waiting for a core) counts only up to that send: otherwise the
+    busy time could exceed the live time less the round trip (measured once: -10.8 ms)."""
+    from spec_vlm_control.core.protocol import CommittedTokens, DecodeRequest
+    log = hops.HopLog("cloud", tmp_path)
+    request = DecodeRequest("go2", 7)
+    for start, end in ((10, 13), (20, 40)):
+        log.record("busy_start", request, start * MS)
+        log.record("busy_end", request, end * MS)
+    log.record("send", CommittedTokens("go2", 7, 0, [5], 0, finished=True), 25 * MS)
+    log.close()
+    assert hops.busy_ns(hops.read_events(tmp_path)) == {("go2", 7): (3 + 5) * MS}

@@ -16,7 +16,8 @@ where they help) and the last commit comes down, while the edge drafts beside it
     software = live total - one emulated round trip - the cloud's busy time on the request
 
 where the busy time sums the cloud's units of work the request took part in (hops.BUSY:
-the vision tower, its prompt chunks, steps and blocks). With one robot (the demo) nothing
+the vision tower, its prompt chunks, steps and blocks), each up to the cloud's last message
+of the request (hops.busy_ns). With one robot (the demo) nothing
 else queues on the cloud. `overhead` sums the round trips' own overheads
 (hops.RoundTrip.overhead_ns): the part of `software` between the edge's send of a block and
 its receipt of the verdict.
