@@ -124,10 +124,12 @@ def switch_intervals(given) -> list[float]:
     if given is None:
         return [switch_interval.DEFAULT_MS]
     try:
-        return [switch_interval.milliseconds(v) for v in given.split(",") if v] or \
-            [switch_interval.milliseconds("")]
+        values = [switch_interval.milliseconds(v) for v in given.split(",") if v]
     except ValueError as error:
         raise UserError(f"--switch-intervals {given!r}: {error}") from None
+    if not values:
+        raise UserError(f"--switch-intervals {given!r}: a list of milliseconds")
+    return values
 
 
 def variant_names(layouts, executors, intervals) -> list[tuple[str, str, str, float]]:
@@ -150,8 +152,8 @@ def scenes(n: int = 8) -> list[tuple[bytes, str]]:
 def measure(pair, args, out: Path, wanted: int, executor: str, layout: str,
             interval_ms: float) -> dict:
     """Start the graph in `layout` with the hop timeline on, `executor` and the GIL switch
-    interval `interval_ms` in every node, decide until `wanted` round trips are measured, stop it; the merged timeline's
-    summary."""
+    interval `interval_ms` in every node, decide until `wanted` round trips are measured,
+    stop it; the merged timeline's summary."""
     from .. import hops
     from ..nodes.common import EXECUTOR_ENV
     hop_dir = out / "hops"
@@ -269,7 +271,6 @@ def _decide(robot, wanted: int) -> dict:
                 measured.append({"scene": (decisions - 1) % len(pictures),
                                  "tokens": result.tokens, "rounds": result.rounds,
                                  "mean_accepted_per_round": result.mean_accepted_per_round,
-                                 "target_passes": result.target_passes,
                                  "total_s": result.total_s})
     return {"count": decisions - WARM_UP_DECISIONS, "failed": failed,
             "measured_from_ns": measured_from, "records": measured}

@@ -254,25 +254,17 @@ def calibrate_pair(loaded, exit_layer: int, requests: list, k: int, repeats: int
     sides (its image through the vision tower included; on the cloud's side also building
     the prompt from the request's bytes, which the cloud does after receiving it and the
     edge before it sends), fast-half medians."""
-    import time
     from ..core.prompts import request_prompt
     from ..core.sequence import Sequence
-    from .bench import _fast_median
+    from ..fleet.workload import fast_time
     target, draft = loaded.target.adapter, loaded.draft.adapter
-
-    def timed(job) -> float:
-        times = []
-        for _ in range(max(3, repeats // 3)):
-            t0 = time.perf_counter()
-            job()
-            times.append(time.perf_counter() - t0)
-        return _fast_median(times)
     prompts = [request_prompt(loaded.target.prompts, r) for r in requests]
     costs = calibrate(target, draft, prompts[0], exit_layer % target.num_layers, k, repeats)
+    runs = repeats // 3
     return dict(costs=costs,
-                target_prefill_s=[timed(lambda: Sequence(target, request_prompt(
-                    loaded.target.prompts, r))) for r in requests],
-                draft_prefill_s=[timed(lambda: Sequence(draft, p)) for p in prompts],
+                target_prefill_s=[fast_time(lambda: Sequence(target, request_prompt(
+                    loaded.target.prompts, r)), runs) for r in requests],
+                draft_prefill_s=[fast_time(lambda: Sequence(draft, p), runs) for p in prompts],
                 positions=[int(p.input_ids.shape[1]) for p in prompts])
 
 

@@ -108,23 +108,25 @@ def render(n: int, seed: int, task_mix: str) -> list[Scene]:
                   scenes.answers[i]) for i in range(n)]
 
 
+def fast_time(job, runs: int, timer=time.perf_counter) -> float:
+    """The median of the faster half of `runs` (at least 3) timings of `job` by `timer`: a
+    busy machine only ever makes a run slower."""
+    times = []
+    for _ in range(max(3, runs)):
+        t0 = timer()
+        job()
+        times.append(timer() - t0)
+    return statistics.median(sorted(times)[: max(1, len(times) // 2)])
+
+
 def draft_cost(draft, prompt: Prompt, steps: int, timer=time.process_time) -> DraftCost:
     """Measured on this machine with `timer`, one thread: medians of the faster half of
     `steps` one-position steps and of `steps // 10` prefills."""
     from ..core.sequence import Sequence
-
-    def timed(job, runs: int) -> float:
-        times = []
-        for _ in range(max(3, runs)):
-            t0 = timer()
-            job()
-            times.append(timer() - t0)
-        return statistics.median(sorted(times)[: max(1, len(times) // 2)])
-
     with torch.inference_mode():
         seq = Sequence(draft.adapter, prompt)
-        step = timed(lambda: (seq.feed([]), seq.settle([])), steps)
-        prefill = timed(lambda: Sequence(draft.adapter, prompt), steps // 10)
+        step = fast_time(lambda: (seq.feed([]), seq.settle([])), steps, timer)
+        prefill = fast_time(lambda: Sequence(draft.adapter, prompt), steps // 10, timer)
     per_position = max(0.0, (prefill - step) / max(1, int(prompt.input_ids.shape[1]) - 1))
     return DraftCost(step - per_position, per_position)
 
